@@ -1,0 +1,81 @@
+"""One damped fixed-point driver for every order-parameter iteration (THEORY.md §9).
+
+A solver supplies ``step(x) -> x_new`` on a flat float64 vector of order parameters. The driver
+damps (``x <- damping·x + (1 − damping)·step(x)``), increases the damping when the residual grows,
+stops when ``max|x_new − x| <= tol·(1 + max|x|)``, caps the iterations, stops on non-finite values,
+and returns a :class:`FixedPointSolution` with a result code: it never returns a silent
+non-converged answer. ``throw=True`` raises :class:`FixedPointError` instead of returning a
+non-converged solution.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["FixedPointSolution", "FixedPointError", "damped_fixed_point"]
+
+
+class FixedPointError(RuntimeError):
+    """A fixed-point iteration did not converge (raised only with ``throw=True``)."""
+
+
+@dataclass(frozen=True)
+class FixedPointSolution:
+    """Result of :func:`damped_fixed_point`.
+
+    ``result`` is ``"converged"``, ``"max_iter"`` or ``"nonfinite"``; ``residual`` is the last
+    relative step size; ``history`` holds the residual of every iteration.
+    """
+
+    value: np.ndarray
+    result: str
+    iterations: int
+    residual: float
+    seconds: float
+    history: tuple = field(default=(), repr=False)
+
+    @property
+    def converged(self) -> bool:
+        return self.result == "converged"
+
+    def stats(self) -> dict:
+        return {"converged": self.converged, "result": self.result, "iterations": self.iterations,
+                "residual": float(self.residual), "seconds": float(self.seconds)}
+
+
+def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping: float = 0.5,
+                       tol: float = 1e-7, max_iter: int = 1000, max_damping: float = 0.95,
+                       throw: bool = False) -> FixedPointSolution:
+    """Iterate ``x <- damping·x + (1−damping)·step(x)`` to a fixed point (see module docstring)."""
+    start = time.perf_counter()
+    x = np.asarray(x0, dtype=np.float64).copy()
+    history = []
+    previous = np.inf
+    result = "max_iter"
+    residual = np.inf
+    it = 0
+    for it in range(1, max_iter + 1):
+        fx = np.asarray(step(x), dtype=np.float64)
+        if not np.all(np.isfinite(fx)):
+            result = "nonfinite"
+            break
+        residual = float(np.max(np.abs(fx - x)) / (1.0 + np.max(np.abs(x))))
+        history.append(residual)
+        if residual <= tol:
+            x = fx
+            result = "converged"
+            break
+        if residual > previous:  # oscillation or overshoot: damp more
+            damping = min(max_damping, 0.5 * (1.0 + damping))
+        previous = residual
+        x = damping * x + (1.0 - damping) * fx
+    sol = FixedPointSolution(value=x, result=result, iterations=it, residual=residual,
+                             seconds=time.perf_counter() - start, history=tuple(history))
+    if throw and not sol.converged:
+        raise FixedPointError(f"fixed point not converged: {result} after {it} iterations, "
+                              f"residual {residual:.3g} > tol {tol:.3g}")
+    return sol
