@@ -1,0 +1,218 @@
+"""``hdlora``: the command line (simulate | theory | compare).
+
+    hdlora simulate [CFG.toml] [--set section.field=value ...] [--seeds N] [--json] [--quick]
+    hdlora theory   [CFG.toml] [--set ...] [--json] [--quick] [--no-bayes]
+    hdlora compare  [CFG.toml] [--set ...] [--seeds N] [--json] [--quick] [--measured]
+
+``--quick`` applies the small embedded default (:data:`QUICK_OVERRIDES`) before ``--set``.
+``--json`` prints one JSON object in the shared schema (theory/schema.py); otherwise a table.
+``--out FILE`` also writes the JSON there (atomically). Exit status: 0 on success, 2 on a bad
+config, 3 when a solver or optimiser did not reach its tolerance (the output says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from theory.config import ConfigError, load_config
+from theory.schema import FINETUNE_METRICS, PRETRAIN_METRICS, TOP_METRICS
+
+__all__ = ["main", "QUICK_OVERRIDES"]
+
+#: the small embedded default of ``--quick`` (a smoke run of the whole pipeline in about a minute)
+QUICK_OVERRIDES = (
+    "sim.d=40", "sim.seeds=2", "sim.restarts=4",
+    "theory.mc_samples=4000", "theory.mc_repeats=2",
+)
+
+EXIT_CONFIG = 2
+EXIT_NOT_CONVERGED = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hdlora", description="High-dimensional theory and simulation of rank-one LoRA "
+                                   "fine-tuning of a single attention head.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    helps = {
+        "simulate": "finite-d simulation over seeds (mean, sem, per-seed values)",
+        "theory": "asymptotic prediction of every metric",
+        "compare": "theory next to simulation, with (theory - sim)/sem per metric",
+    }
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("config", nargs="?", help="TOML config (MODEL.md §5 sections)")
+        p.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="SECTION.FIELD=VALUE", help="override one config field")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--quick", action="store_true",
+                       help="small embedded default: " + " ".join(QUICK_OVERRIDES))
+        p.add_argument("--out", help="also write the JSON object to this file")
+        if name in ("simulate", "compare"):
+            p.add_argument("--seeds", type=int, help="number of seeds (sim.seeds)")
+        if name in ("theory", "compare"):
+            p.add_argument("--no-bayes", action="store_true",
+                           help="skip the Bayes-optimal fine-tuning bound")
+        if name == "compare":
+            p.add_argument("--measured", action="store_true",
+                           help="feed the fine-tuning theory with the (Q, M, Q0) measured in "
+                                "the simulation instead of the pre-training theory's")
+    return parser
+
+
+def _load(args):
+    overrides = list(QUICK_OVERRIDES) if args.quick else []
+    overrides += args.overrides
+    if getattr(args, "seeds", None) is not None:
+        overrides.append(f"sim.seeds={args.seeds}")
+    return load_config(args.config, overrides)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, target)
+
+
+def _rows(result: dict):
+    """(full metric name, entry) for every metric in a result object."""
+    for key in PRETRAIN_METRICS:
+        if result.get("pretrain"):
+            yield f"pretrain.{key}", result["pretrain"][key]
+    for key in FINETUNE_METRICS:
+        if result.get("finetune"):
+            yield f"finetune.{key}", result["finetune"][key]
+    for key in TOP_METRICS:
+        if result.get(key):
+            yield key, result[key]
+
+
+def _fmt(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "nan"
+    return f"{x:.5g}"
+
+
+def _table_simulation(result: dict) -> str:
+    lines = [f"{'metric':28s} {'mean':>11s} {'sem':>10s}"]
+    for name, e in _rows(result):
+        lines.append(f"{name:28s} {_fmt(e['mean']):>11s} {_fmt(e['sem']):>10s}")
+    return "\n".join(lines)
+
+
+def _table_theory(result: dict) -> str:
+    lines = [f"{'metric':28s} {'theory':>11s} {'mc_err':>10s}"]
+    for name, e in _rows(result):
+        lines.append(f"{name:28s} {_fmt(e['value']):>11s} {_fmt(e['mc_err']):>10s}")
+    if result.get("bayes_finetune"):
+        for key, e in result["bayes_finetune"].items():
+            lines.append(f"{'bayes_finetune.' + key:28s} {_fmt(e['value']):>11s} "
+                         f"{_fmt(e['mc_err']):>10s}")
+    for flag in result.get("flags", []):
+        lines.append(f"! {flag}")
+    return "\n".join(lines)
+
+
+def compare_rows(theory_result: dict, sim_result: dict) -> list[dict]:
+    """Per metric: theory value, its MC error, simulation mean and sem, and
+    z = (theory − sim)/sqrt(sem² + mc_err²)."""
+    sim_entries = dict(_rows(sim_result))
+    rows = []
+    for name, th in _rows(theory_result):
+        if name not in sim_entries:
+            continue
+        sm = sim_entries[name]
+        value, err = th["value"], th["mc_err"] or 0.0
+        mean, sem = sm["mean"], sm["sem"]
+        scale = math.sqrt((sem or 0.0) ** 2 + err ** 2)
+        finite = all(x is not None and math.isfinite(x) for x in (value, mean))
+        z = (value - mean) / scale if finite and scale > 0 else math.nan
+        rel = (value - mean) / abs(mean) if finite and mean != 0 else math.nan
+        rows.append({"metric": name, "theory": value, "mc_err": err, "sim_mean": mean,
+                     "sim_sem": sem, "z": z, "rel_diff": rel})
+    return rows
+
+
+def _table_compare(rows: list[dict], flags) -> str:
+    lines = [f"{'metric':28s} {'theory':>10s} {'±mc':>8s} {'sim':>10s} {'±sem':>8s} "
+             f"{'rel':>8s} {'z':>7s}"]
+    for r in rows:
+        lines.append(f"{r['metric']:28s} {_fmt(r['theory']):>10s} {_fmt(r['mc_err']):>8s} "
+                     f"{_fmt(r['sim_mean']):>10s} {_fmt(r['sim_sem']):>8s} "
+                     f"{_fmt(r['rel_diff']):>8s} {_fmt(r['z']):>7s}")
+    lines += [f"! {flag}" for flag in flags]
+    return "\n".join(lines)
+
+
+def _sim_converged(result: dict) -> bool:
+    return bool(result.get("diagnostics", {}).get("all_converged", True))
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = _load(args)
+    except ConfigError as err:
+        print(f"hdlora: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    from theory.predict import converged, predict, pretrain_state_from_measured, \
+        predict_pretraining
+
+    ok = True
+    if args.command == "simulate":
+        from simulations.experiment import simulate
+
+        result = simulate(cfg, progress=not args.json)
+        ok = _sim_converged(result)
+        text = _table_simulation(result)
+    elif args.command == "theory":
+        try:
+            result = predict(cfg, bayes_bound=not args.no_bayes)
+        except NotImplementedError as err:
+            print(f"hdlora: not available: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        ok = converged(result)
+        text = _table_theory(result)
+    else:  # compare
+        from simulations.experiment import simulate
+
+        sim_result = simulate(cfg, progress=not args.json)
+        pre = None
+        if args.measured:
+            pre = pretrain_state_from_measured(
+                predict_pretraining(cfg), Q=sim_result["pretrain"]["Q"]["mean"],
+                M=sim_result["pretrain"]["M"]["mean"], Q0=sim_result["pretrain"]["Q0"]["mean"])
+        try:
+            theory_result = predict(cfg, pre=pre, bayes_bound=not args.no_bayes)
+        except NotImplementedError as err:
+            print(f"hdlora: not available: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        rows = compare_rows(theory_result, sim_result)
+        ok = converged(theory_result) and _sim_converged(sim_result)
+        result = {"config": cfg.to_dict(), "rows": rows, "theory": theory_result,
+                  "simulation": sim_result}
+        text = _table_compare(rows, theory_result.get("flags", []))
+
+    blob = json.dumps(result, indent=1, default=float)
+    if args.out:
+        _write_atomic(args.out, blob)
+    print(blob if args.json else text)
+    if not ok:
+        print("hdlora: a solver or optimiser did not reach its tolerance (see the output)",
+              file=sys.stderr)
+        return EXIT_NOT_CONVERGED
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Config -> predicted metrics in the shared results schema (the one entry point of the theory).
+
+:func:`predict` solves pre-training (THEORY.md §3), then fine-tuning (§4–§7) from the
+pre-training order parameters, and returns::
+
+    {"config": {...},
+     "pretrain": {SHORT_NAME: {"value": x, "mc_err": e}},   # theory/schema.py names
+     "finetune": {...}, "delta_eff": {...}, "delta_eff_train": {...},
+     "bayes_finetune": {...} | None,                       # the Bayes-optimal lower bound (T38-T40)
+     "solver": {"pretrain": {...}, "finetune": {...}, "branches": [...]},
+     "flags": [...], "meta": {...provenance, "seconds"}}
+
+``mc_err`` is the Monte-Carlo standard error (0.0 for closed forms). ``flags`` collects every
+warning of the solvers (non-converged, RS doubtful, ...); :func:`converged` says whether every
+solver reached its tolerance, and the CLI turns ``False`` into a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+from .config import Config
+from .provenance import provenance
+from .schema import FINETUNE_METRICS, PRETRAIN_METRICS
+from .states import FinetuneState, PretrainState
+
+__all__ = ["predict", "predict_pretraining", "predict_finetuning", "pretrain_state_from_measured",
+           "converged"]
+
+
+def _entry(metrics: dict, errors: dict, key: str) -> dict:
+    value = metrics.get(key, math.nan)
+    err = errors.get(key, 0.0)
+    return {"value": _float(value), "mc_err": _float(err)}
+
+
+def _float(x):
+    if x is None:
+        return None
+    return float(x)
+
+
+def predict_pretraining(cfg: Config) -> PretrainState:
+    """Pre-training fixed point (dispatch in :mod:`theory.pretraining`)."""
+    from .pretraining import solve_pretraining
+
+    return solve_pretraining(cfg)
+
+
+def predict_finetuning(cfg: Config, pre: PretrainState) -> FinetuneState:
+    """Symmetric-LoRA RS fixed point (T28–T32) fed by the pre-training order parameters."""
+    if cfg.finetune.lora != "symmetric":
+        raise NotImplementedError(
+            "finetune.lora = 'general' (u vᵀ, T33) has no theory solver yet; use 'symmetric'")
+    from .finetuning import lora
+
+    return lora.solve(cfg, pre)
+
+
+def pretrain_state_from_measured(pre: PretrainState, *, Q: float, M: float, Q0: float,
+                                 tau_hat: float | None = None) -> PretrainState:
+    """The theory's pre-training state with (Q, M, Q0) replaced by values measured on a given Ŝ
+    (issue 4: fine-tuning theory fed by measured order parameters). V and the hats are kept."""
+    return replace(pre, Q=float(Q), M=float(M), Q0=float(Q0),
+                   tau_hat=pre.tau_hat if tau_hat is None else float(tau_hat),
+                   flags=pre.flags + ("fine-tuning fed by measured (Q, M, Q0)",))
+
+
+def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool = True,
+            stages: tuple[str, ...] = ("pretrain", "finetune")) -> dict:
+    """Every metric of MODEL.md §4 predicted for ``cfg`` (see the module docstring)."""
+    start = time.perf_counter()
+    out: dict = {"config": cfg.to_dict(), "solver": {}, "flags": []}
+    if pre is None:
+        pre = predict_pretraining(cfg)
+    out["pretrain"] = {k: _entry(pre.metrics, pre.mc_err, k) for k in PRETRAIN_METRICS}
+    out["solver"]["pretrain"] = dict(pre.solver)
+    out["flags"] += [f"pretrain: {f}" for f in pre.flags]
+    out["finetune"] = None
+    out["delta_eff"] = out["delta_eff_train"] = None
+    out["bayes_finetune"] = None
+    if "finetune" in stages:
+        fin = predict_finetuning(cfg, pre)
+        out["finetune"] = {k: _entry(fin.metrics, fin.mc_err, k) for k in FINETUNE_METRICS}
+        out["delta_eff"] = {"value": _float(fin.delta_eff),
+                            "mc_err": _float(fin.mc_err.get("delta_eff", 0.0))}
+        out["delta_eff_train"] = {"value": _float(fin.delta_eff_train),
+                                  "mc_err": _float(fin.mc_err.get("delta_eff_train", 0.0))}
+        out["solver"]["finetune"] = dict(fin.solver)
+        out["solver"]["branches"] = [dict(b) for b in fin.branches]
+        out["solver"]["recalibration_c"] = float(fin.c)
+        out["flags"] += [f"finetune: {f}" for f in fin.flags]
+        if bayes_bound:
+            from .finetuning import bayes as bayes_finetune
+
+            bo = bayes_finetune.solve(cfg, pre)
+            out["bayes_finetune"] = {k: _entry(bo.metrics, bo.mc_err, k)
+                                     for k in ("q", "m", "overlap", "test_error",
+                                               "test_error_clean")}
+            out["solver"]["bayes_finetune"] = dict(bo.solver)
+            out["flags"] += [f"bayes_finetune: {f}" for f in bo.flags]
+    out["meta"] = {**provenance(), "seconds": time.perf_counter() - start}
+    return out
+
+
+def converged(result: dict) -> bool:
+    """True when every solver block of a :func:`predict` result reports convergence."""
+    blocks = [v for k, v in result.get("solver", {}).items() if isinstance(v, dict)]
+    return all(b.get("converged", True) for b in blocks)
