@@ -1,0 +1,58 @@
+"""The shared fixed-point driver (theory/fixed_point.py) and the GOE_T helpers (theory/gaussian.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from theory.fixed_point import FixedPointError, damped_fixed_point
+from theory.gaussian import frobenius_inner, goe, n_sym, sym_to_vec, vec_to_sym
+
+
+def test_converges_to_cos_fixed_point():
+    sol = damped_fixed_point(np.cos, [1.0], damping=0.3, tol=1e-12, max_iter=500)
+    assert sol.converged and sol.result == "converged"
+    assert abs(sol.value[0] - 0.7390851332151607) < 1e-10
+    assert sol.stats()["iterations"] == sol.iterations
+
+
+def test_oscillating_map_needs_damping():
+    # x -> -1.5 x + 2.5 has the fixed point 1 but diverges undamped (|slope| > 1); the driver
+    # raises the damping when the residual grows and still converges.
+    sol = damped_fixed_point(lambda x: -1.5 * x + 2.5, [0.0], damping=0.0, tol=1e-10,
+                             max_iter=2000)
+    assert sol.converged and abs(sol.value[0] - 1.0) < 1e-8
+
+
+def test_non_converged_is_reported_not_silent():
+    sol = damped_fixed_point(lambda x: x + 1.0, [0.0], tol=1e-9, max_iter=20)
+    assert not sol.converged and sol.result == "max_iter" and sol.iterations == 20
+    with pytest.raises(FixedPointError, match="not converged"):
+        damped_fixed_point(lambda x: x + 1.0, [0.0], tol=1e-9, max_iter=20, throw=True)
+
+
+def test_nonfinite_is_reported():
+    sol = damped_fixed_point(lambda x: x * np.nan, [1.0], max_iter=10)
+    assert sol.result == "nonfinite" and not sol.converged
+
+
+@given(T=st.integers(2, 5))
+def test_sym_vec_round_trip_is_isometric(T):
+    H = goe(jax.random.key(T), (7,), T, variance=1.3)
+    u = sym_to_vec(H)
+    assert u.shape == (7, n_sym(T))
+    np.testing.assert_allclose(vec_to_sym(u, T), H, atol=1e-12)
+    np.testing.assert_allclose(jnp.sum(u * u, -1), frobenius_inner(H, H), rtol=1e-12)
+
+
+def test_goe_moments():
+    """GOE_T(r): off-diagonal variance r, diagonal 2r; E||H||^2 = T(T+1) r (THEORY §1).
+    200k samples: relative s.e. of a variance estimate is sqrt(2/n) ~ 0.3%; tolerance 5 s.e."""
+    T, r, n = 3, 0.7, 200_000
+    H = np.asarray(goe(jax.random.key(0), (n,), T, variance=r))
+    tol = 5 * np.sqrt(2 / n)
+    assert abs(H[:, 0, 1].var() / r - 1) < tol
+    assert abs(H[:, 1, 1].var() / (2 * r) - 1) < tol
+    assert abs((H ** 2).sum((1, 2)).mean() / (T * (T + 1) * r) - 1) < tol
+    np.testing.assert_array_equal(H, np.swapaxes(H, 1, 2))
