@@ -3,6 +3,7 @@
     hdlora simulate [CFG.toml] [--set section.field=value ...] [--seeds N] [--json] [--quick]
     hdlora theory   [CFG.toml] [--set ...] [--json] [--quick] [--no-bayes]
     hdlora compare  [CFG.toml] [--set ...] [--seeds N] [--json] [--quick] [--measured]
+    hdlora sweep    SPEC.toml [--workers N | --scheduler tcp://host:8786] [--store DIR]
 
 ``--quick`` applies the small embedded default (:data:`QUICK_OVERRIDES`) before ``--set``.
 ``--json`` prints one JSON object in the shared schema (theory/schema.py); otherwise a table.
@@ -63,6 +64,15 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--measured", action="store_true",
                            help="feed the fine-tuning theory with the (Q, M, Q0) measured in "
                                 "the simulation instead of the pre-training theory's")
+    sweep = sub.add_parser("sweep", help="run or resume a sweep spec on Dask",
+                           description="Run (or resume) a sweep: every finished task is stored "
+                                       "atomically and skipped on a rerun.")
+    sweep.add_argument("spec", help="sweep spec (TOML, see simulations/sweeps/spec.py)")
+    sweep.add_argument("--workers", type=int, default=2,
+                       help="LocalCluster worker processes (0: run in this process)")
+    sweep.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    sweep.add_argument("--store", help="results directory (default results/<sweep name>)")
+    sweep.add_argument("--json", action="store_true", help="print the report as JSON, no bar")
     return parser
 
 
@@ -157,8 +167,29 @@ def _sim_converged(result: dict) -> bool:
     return bool(result.get("diagnostics", {}).get("all_converged", True))
 
 
+def _sweep(args) -> int:
+    from simulations.sweeps import SpecError, load_spec, run_sweep
+
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as err:
+        print(f"hdlora: sweep spec error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    store = args.store or str(Path("results") / spec.name)
+    report = run_sweep(spec, store, workers=args.workers, scheduler=args.scheduler,
+                       progress=not args.json)
+    info = {"store": report.store, "submitted": report.submitted, "skipped": report.skipped,
+            "backbones": report.backbones, "seconds": report.seconds}
+    print(json.dumps(info) if args.json else
+          f"sweep {spec.name}: {report.submitted} tasks run, {report.skipped} already done, "
+          f"{report.backbones} backbones, {report.seconds:.1f} s -> {report.store}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "sweep":
+        return _sweep(args)
     try:
         cfg = _load(args)
     except ConfigError as err:

@@ -1,0 +1,205 @@
+"""Run a sweep on Dask: theory curves and (point, seed) simulations, resumable.
+
+* Theory: one task per curve (the points sharing every axis but ``sweep.continuation``; each point
+  otherwise), each point written as soon as it is solved.
+* Simulation: one task per (point, seed). The pre-trained backbone depends only on
+  (model, pretrain, sim.d, optimiser settings, seed): it is computed once per such key as its own
+  Dask task and passed to every fine-tuning task that shares it.
+* Resume: a task whose record exists in the store is not submitted again; a backbone is not
+  recomputed when every fine-tuning task that needs it is finished. Records are written by the
+  workers themselves, atomically (:mod:`.store`), so a killed sweep loses only unfinished tasks.
+
+``scheduler=None`` starts a ``LocalCluster`` with ``workers`` single-threaded processes;
+``scheduler="tcp://host:8786"`` uses an existing cluster (e.g. dask-jobqueue on Slurm, README);
+``workers=0`` runs every task in this process (debugging, tiny sweeps).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from theory.config import Config
+from theory.provenance import provenance
+
+from .spec import SweepPoint, SweepSpec
+from .store import ResultStore
+
+__all__ = ["run_sweep", "SweepReport", "backbone_key"]
+
+_BACKBONE_SIM_FIELDS = ("d", "pretrain_gtol", "max_steps")
+
+
+def backbone_key(cfg: Config, seed: int) -> str:
+    """Identifier of the pre-trained backbone a simulation task needs."""
+    sim = {k: getattr(cfg.sim, k) for k in _BACKBONE_SIM_FIELDS}
+    digest = Config.from_dict({"model": cfg.model.to_dict(), "pretrain": cfg.pretrain.to_dict(),
+                               "sim": sim}).digest(sections=["model", "pretrain", "sim"])
+    return f"{digest}_s{seed}"
+
+
+def _record(kind: str, point: dict, cfg_dict: dict, point_id: str, seed, metrics: dict,
+            errors: dict, diagnostics: dict, seconds: float) -> dict:
+    return {"kind": kind, "point": point, "point_id": point_id, "seed": seed,
+            "config": cfg_dict, "config_digest": point_id, "metrics": metrics, "errors": errors,
+            "diagnostics": diagnostics, "meta": {**provenance(), "seconds": seconds}}
+
+
+def _flatten_theory(result: dict) -> tuple[dict, dict]:
+    metrics, errors = {}, {}
+    for block in ("pretrain", "finetune", "bayes_finetune"):
+        for key, entry in (result.get(block) or {}).items():
+            metrics[f"{block}.{key}"] = entry["value"]
+            errors[f"{block}.{key}"] = entry["mc_err"]
+    for key in ("delta_eff", "delta_eff_train"):
+        if result.get(key):
+            metrics[key] = result[key]["value"]
+            errors[key] = result[key]["mc_err"]
+    return metrics, errors
+
+
+def theory_curve_task(curve: list[tuple[dict, dict, str]], store_root: str) -> list[str]:
+    """Solve the theory along one curve, writing each point as soon as it is done."""
+    from theory.predict import predict
+
+    store = ResultStore(store_root)
+    done = []
+    for point, cfg_dict, point_id in curve:
+        if store.has("theory", point_id):
+            continue
+        start = time.perf_counter()
+        result = predict(Config.from_dict(cfg_dict))
+        metrics, errors = _flatten_theory(result)
+        diagnostics = {"solver": result["solver"], "flags": result["flags"]}
+        store.write("theory", point_id, _record("theory", point, cfg_dict, point_id, None, metrics,
+                                                errors, diagnostics,
+                                                time.perf_counter() - start))
+        done.append(point_id)
+    return done
+
+
+def backbone_task(cfg_dict: dict, seed: int):
+    """Pre-train once for a (pre-training config, d, seed) key."""
+    from simulations.experiment import pretrain_backbone
+
+    return pretrain_backbone(Config.from_dict(cfg_dict), seed)
+
+
+def finetune_task(point: dict, cfg_dict: dict, point_id: str, seed: int, backbone,
+                  store_root: str) -> str:
+    """Fine-tune on a shared backbone and write the (point, seed) record."""
+    from simulations.experiment import finetune_on, flatten_seed_result
+
+    store = ResultStore(store_root)
+    start = time.perf_counter()
+    seed_result = finetune_on(Config.from_dict(cfg_dict), backbone, seed)
+    metrics, diagnostics = flatten_seed_result(seed_result)
+    store.write("simulate", point_id,
+                _record("simulate", point, cfg_dict, point_id, seed, metrics, {}, diagnostics,
+                        time.perf_counter() - start), seed=seed)
+    return f"{point_id}_s{seed}"
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    submitted: int
+    skipped: int
+    backbones: int
+    seconds: float
+    store: str
+
+
+class _InlineFuture:
+    def __init__(self, value):
+        self._value = value
+
+    def result(self):
+        return self._value
+
+
+class _InlineClient:
+    """Runs tasks immediately in this process (``workers=0``)."""
+
+    def submit(self, fn, *args, **kwargs):
+        kwargs.pop("key", None)
+        kwargs.pop("pure", None)
+        args = [a.result() if isinstance(a, _InlineFuture) else a for a in args]
+        return _InlineFuture(fn(*args))
+
+    def close(self):
+        pass
+
+
+def _point_task(point: SweepPoint):
+    return point.as_dict(), point.config.to_dict(), point.point_id
+
+
+def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: str | None = None,
+              progress: bool = True) -> SweepReport:
+    """Run (or resume) every unfinished task of ``spec``; see the module docstring."""
+    start = time.perf_counter()
+    store = ResultStore(store_root)
+    store.write_spec({"name": spec.name, "axes": list(spec.axes), "run": list(spec.run),
+                      "seeds": list(spec.seeds), "continuation": spec.continuation,
+                      "base": spec.base.to_dict(), "meta": provenance()})
+    cluster = None
+    if scheduler is None and workers == 0:
+        client = _InlineClient()
+    else:
+        from dask.distributed import Client, LocalCluster
+
+        if scheduler is None:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=40)
+            client = Client(cluster)
+        else:
+            client = Client(scheduler)
+    futures, skipped, backbones = [], 0, 0
+    try:
+        if "theory" in spec.run:
+            for curve in spec.curves():
+                todo = [_point_task(p) for p in curve if not store.has("theory", p.point_id)]
+                skipped += len(curve) - len(todo)
+                if todo:
+                    futures.append(client.submit(theory_curve_task, todo, str(store.root),
+                                                 pure=False))
+        if "simulate" in spec.run:
+            groups: dict[str, list] = {}
+            for point in spec.points():
+                for seed in spec.seeds:
+                    if store.has("simulate", point.point_id, seed):
+                        skipped += 1
+                        continue
+                    groups.setdefault(backbone_key(point.config, seed), []).append((point, seed))
+            for key, tasks in groups.items():
+                point0, seed0 = tasks[0]
+                backbone = client.submit(backbone_task, point0.config.to_dict(), seed0,
+                                         key=f"backbone-{key}", pure=False)
+                backbones += 1
+                for point, seed in tasks:
+                    futures.append(client.submit(finetune_task, *_point_task(point), seed,
+                                                 backbone, str(store.root), pure=False))
+        _wait(futures, progress)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return SweepReport(submitted=len(futures), skipped=skipped, backbones=backbones,
+                       seconds=time.perf_counter() - start, store=str(store.root))
+
+
+def _wait(futures, progress: bool) -> None:
+    from tqdm import tqdm
+
+    if not futures:
+        return
+    bar = tqdm(total=len(futures), disable=not progress, desc="sweep", unit="task")
+    if isinstance(futures[0], _InlineFuture):
+        bar.update(len(futures))
+    else:
+        from dask.distributed import as_completed
+
+        for future in as_completed(futures):
+            future.result()  # re-raise a task's error here
+            bar.update(1)
+    bar.close()
