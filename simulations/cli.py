@@ -73,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--scheduler", help="address of an existing Dask scheduler")
     sweep.add_argument("--store", help="results directory (default results/<sweep name>)")
     sweep.add_argument("--json", action="store_true", help="print the report as JSON, no bar")
+    figs = sub.add_parser("figures", help="run the figure sweeps (cached) and draw them")
+    figs.add_argument("names", nargs="*", help="figures to build (default: all)")
+    figs.add_argument("--quick", action="store_true",
+                      help="small d, few seeds and points (minutes on 2 cores)")
+    figs.add_argument("--workers", type=int, default=2)
+    figs.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    figs.add_argument("--results", default="results/figures", help="results root")
+    figs.add_argument("--json", action="store_true", help="print the report as JSON, no bar")
     return parser
 
 
@@ -186,10 +194,30 @@ def _sweep(args) -> int:
     return 0
 
 
+def _figures(args) -> int:
+    from figures.build import build_figures
+
+    try:
+        report = build_figures(args.names, quick=args.quick, workers=args.workers,
+                               scheduler=args.scheduler, results_root=args.results,
+                               progress=not args.json)
+    except ValueError as err:
+        print(f"hdlora: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for name, info in report.items():
+            print(f"{name}: {info['seconds']:.1f} s -> {', '.join(info['paths'])}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "figures":
+        return _figures(args)
     try:
         cfg = _load(args)
     except ConfigError as err:

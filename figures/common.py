@@ -1,0 +1,117 @@
+"""Shared plotting and spec handling for the figures (thin: no maths lives here).
+
+A figure spec is a sweep spec (simulations/sweeps/spec.py) plus a ``[figure]`` table::
+
+    [figure]
+    title = "..."
+    x = "finetune.alpha"            # x axis (a sweep axis)
+    hue = "finetune.lam"            # one curve per value (optional)
+    [figure.quick]                  # --quick: overrides of the sweep for a small, fast run
+    seeds = 2
+    "sim.d" = 40
+    "theory.mc_samples" = 4000
+    thin = 2                        # keep every 2nd value of each grid axis
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from simulations.sweeps.spec import SweepSpec, spec_from_dict  # noqa: E402
+
+SPEC_DIR = Path(__file__).resolve().parent / "specs"
+
+__all__ = ["load_figure_spec", "curve_data", "plot_metric", "caption", "save", "plt"]
+
+
+def load_figure_spec(name: str, *, quick: bool) -> tuple[SweepSpec, dict]:
+    """The sweep spec of a figure (quick overrides applied) and its ``[figure]`` table."""
+    data = tomllib.loads((SPEC_DIR / f"{name}.toml").read_text())
+    figure = data.pop("figure", {})
+    if quick:
+        data = copy.deepcopy(data)
+        overrides = dict(figure.get("quick", {}))
+        thin = int(overrides.pop("thin", 1))
+        sweep = data.setdefault("sweep", {})
+        if "seeds" in overrides:
+            sweep["seeds"] = overrides.pop("seeds")
+        for table in ("grid",):
+            for key, values in list(sweep.get(table, {}).items()):
+                if key != figure.get("hue"):
+                    sweep[table][key] = values[::thin] if len(values) > 2 else values
+        for dotted, value in overrides.items():
+            section, field = dotted.split(".")
+            data.setdefault("base", {}).setdefault(section, {})[field] = value
+        sweep["name"] = sweep["name"] + "-quick"
+    return spec_from_dict(data), figure
+
+
+def curve_data(table, metric: str, x: str, *, source: str, where: dict | None = None):
+    """(x values, mean, error bar) of one metric along ``x`` for one source.
+    Simulation: mean over seeds and its standard error; theory: value and MC error."""
+    sel = table[(table.metric == metric) & (table.source == source)]
+    for key, value in (where or {}).items():
+        sel = sel[np.isclose(sel[key].astype(float), float(value))] \
+            if not isinstance(value, str) else sel[sel[key] == value]
+    if sel.empty:
+        return np.array([]), np.array([]), np.array([])
+    groups = sel.groupby(x)["value"]
+    xs = np.array(sorted(groups.groups.keys()), dtype=float)
+    if source == "simulation":
+        mean = groups.mean().reindex(xs).to_numpy()
+        count = groups.count().reindex(xs).to_numpy()
+        sem = (groups.std(ddof=1).reindex(xs) / np.sqrt(count)).to_numpy()
+        return xs, mean, np.nan_to_num(sem)
+    err = sel.groupby(x)["error"].first().reindex(xs).to_numpy()
+    return xs, groups.first().reindex(xs).to_numpy(), np.nan_to_num(err)
+
+
+def plot_metric(ax, table, metric: str, x: str, *, where=None, label=None, color=None,
+                bayes_metric: str | None = None):
+    """Theory as a line, the Bayes bound dashed, simulations as markers with sem bars."""
+    xs, ys, _ = curve_data(table, metric, x, source="theory", where=where)
+    line = None
+    if xs.size:
+        (line,) = ax.plot(xs, ys, "-", color=color, label=label)
+        color = line.get_color()
+    if bayes_metric:
+        bx, by, _ = curve_data(table, bayes_metric, x, source="theory", where=where)
+        if bx.size:
+            ax.plot(bx, by, "--", color=color, alpha=0.8)
+    sx, sy, se = curve_data(table, metric, x, source="simulation", where=where)
+    if sx.size:
+        ax.errorbar(sx, sy, yerr=se, fmt="o", ms=4, capsize=2, color=color,
+                    label=None if line is not None else label)
+    return color
+
+
+def caption(spec: SweepSpec, figure: dict) -> str:
+    base = spec.base
+    m, p, f, s = base.model, base.pretrain, base.finetune, base.sim
+    varying = ", ".join(spec.axes)
+    return (f"{figure.get('title', spec.name)}. Lines: theory (RS); dashed: Bayes-optimal bound; "
+            f"markers: simulation at d = {s.d}, mean ± sem over {len(spec.seeds)} seeds. "
+            f"T = {m.T}, {m.attention} (beta = {m.beta}), output = {m.output}; pre-training "
+            f"{p.estimator}, kappa0 = {p.kappa0}, kappa = {p.kappa}, alpha = {p.alpha}, "
+            f"Delta = {p.delta}, lambda = {p.lam}; fine-tuning alpha' = {f.alpha}, "
+            f"lambda' = {f.lam}, q0* = {f.q0star}, recalibrate = {f.recalibrate}; varied: "
+            f"{varying}.")
+
+
+def save(fig, out_stem: Path, text: str) -> list[Path]:
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf"),
+             out_stem.with_suffix(".txt")]
+    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    paths[2].write_text(text + "\n")
+    plt.close(fig)
+    return paths
