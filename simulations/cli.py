@@ -3,6 +3,9 @@
     hdlora simulate [CFG.toml] [--set section.field=value ...] [--seeds N] [--json] [--quick]
     hdlora theory   [CFG.toml] [--set ...] [--json] [--quick] [--no-bayes]
     hdlora compare  [CFG.toml] [--set ...] [--seeds N] [--json] [--quick] [--measured]
+    hdlora optimize-pretraining [CFG.toml] [--set ...] [--over FIELD ...] [--recalibrate]
+    hdlora mismatch-map [CFG.toml] [--set ...] [--x FIELD --x-values a,b] [--y FIELD --y-values ..]
+    hdlora figures  [NAME ...] [--quick]
     hdlora sweep    SPEC.toml [--workers N | --scheduler tcp://host:8786] [--store DIR]
 
 ``--quick`` applies the small embedded default (:data:`QUICK_OVERRIDES`) before ``--set``.
@@ -73,6 +76,26 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--scheduler", help="address of an existing Dask scheduler")
     sweep.add_argument("--store", help="results directory (default results/<sweep name>)")
     sweep.add_argument("--json", action="store_true", help="print the report as JSON, no bar")
+    opt = sub.add_parser("optimize-pretraining",
+                         help="pre-training choices that are optimal downstream (theory)")
+    mm = sub.add_parser("mismatch-map",
+                        help="where test error and overlap disagree, fresh vs reused (theory)")
+    for p in (opt, mm):
+        p.add_argument("config", nargs="?", help="TOML config")
+        p.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="SECTION.FIELD=VALUE")
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--quick", action="store_true")
+    opt.add_argument("--over", action="append", default=[],
+                     help="pre-training field to optimise (pretrain.lam, pretrain.kappa, "
+                          "pretrain.estimator); repeatable; default pretrain.lam")
+    opt.add_argument("--recalibrate", action="store_true",
+                     help="use the oracle recalibration c = M/Q downstream")
+    mm.add_argument("--x", default="finetune.alpha")
+    mm.add_argument("--x-values", default="0.5,1,2,3,5")
+    mm.add_argument("--y", default="finetune.lam")
+    mm.add_argument("--y-values", default="0.01,0.03,0.1,0.3,1")
+    mm.add_argument("--figure", help="write the map as an image (png/pdf)")
     figs = sub.add_parser("figures", help="run the figure sweeps (cached) and draw them")
     figs.add_argument("names", nargs="*", help="figures to build (default: all)")
     figs.add_argument("--quick", action="store_true",
@@ -212,12 +235,84 @@ def _figures(args) -> int:
     return 0
 
 
+def _optimize(args, cfg) -> int:
+    from theory.applications.optimal_pretraining import optimize_pretraining
+
+    result = optimize_pretraining(cfg, over=args.over or ["pretrain.lam"],
+                                  recalibrate=args.recalibrate)
+    if args.json:
+        print(json.dumps({"fields": result.fields, "best": result.best, "scan": result.scan},
+                         default=float))
+        return 0
+    shown = ["finetune.test_error", "finetune.overlap", "pretrain.test_error", "pretrain.mse",
+             "delta_eff"]
+    print(f"{'optimal for':22s} {'choice':34s} " + " ".join(f"{m:>20s}" for m in shown))
+    for criterion, entry in result.best.items():
+        choice = ", ".join(f"{k.split('.')[-1]}={_fmt(v) if not isinstance(v, str) else v}"
+                           for k, v in entry["choice"].items()) or "(config)"
+        print(f"{criterion:22s} {choice:34s} "
+              + " ".join(f"{_fmt(entry['metrics'].get(m)):>20s}" for m in shown))
+    return 0
+
+
+def _mismatch(args, cfg) -> int:
+    from theory.applications.mismatch import mismatch_map
+
+    xs = [float(v) for v in args.x_values.split(",")]
+    ys = [float(v) for v in args.y_values.split(",")]
+    result = mismatch_map(cfg, args.x, xs, args.y, ys)
+    if args.figure:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+        for ax, (title, data) in zip(axes, [
+                ("test error: reused - fresh", result.test_error["reused"]
+                 - result.test_error["fresh"]),
+                ("overlap: reused - fresh", result.overlap["reused"] - result.overlap["fresh"]),
+                ("disagreement (1 = mismatch)", result.reuse_disagrees.astype(float))]):
+            im = ax.imshow(data.T, origin="lower", aspect="auto", cmap="coolwarm")
+            ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+            ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
+            ax.set(xlabel=args.x, ylabel=args.y, title=title)
+            fig.colorbar(im, ax=ax)
+        fig.savefig(args.figure, bbox_inches="tight")
+    if args.json:
+        print(json.dumps(result.to_dict(), default=float))
+        return 0
+    print(f"mismatch map: rows {args.y}, columns {args.x}; X = reuse improves one of "
+          f"(test error, overlap) and worsens the other")
+    print(f"{'':>10s} " + " ".join(f"{x:>7g}" for x in xs))
+    for j, y in enumerate(ys):
+        print(f"{y:>10g} " + " ".join(f"{'X' if result.reuse_disagrees[i, j] else '.':>7s}"
+                                      for i in range(len(xs))))
+    for mode, best in result.best_y.items():
+        print(f"{mode}: argmin test error over {args.y}: {best['test_error']}; "
+              f"argmax overlap: {best['overlap']}")
+    for note in result.notes:
+        print(f"! {note}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "sweep":
         return _sweep(args)
     if args.command == "figures":
         return _figures(args)
+    if args.command in ("optimize-pretraining", "mismatch-map"):
+        try:
+            cfg = _load(args)
+        except ConfigError as err:
+            print(f"hdlora: config error: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            return (_optimize if args.command == "optimize-pretraining" else _mismatch)(args, cfg)
+        except (ValueError, NotImplementedError) as err:
+            print(f"hdlora: {err}", file=sys.stderr)
+            return EXIT_CONFIG
     try:
         cfg = _load(args)
     except ConfigError as err:

@@ -1,0 +1,151 @@
+"""Downstream-aware optimal pre-training (THEORY.md §4, "Optimal pre-training").
+
+Pre-training reaches fine-tuning only through the pre-training order parameters (Δ_eff for linear
+attention, T25; (Q, M) for softmax, T26), so the pre-training that minimises the fine-tuning test
+error need not minimise the pre-training test error. :func:`optimize_pretraining` scans the
+requested pre-training choices with the theory, refines continuous ones (``pretrain.lam``,
+``pretrain.kappa``) by golden-section search in log scale around the best grid point, and reports,
+for each criterion, the optimal choice and every metric there:
+
+* ``finetune.test_error`` (min) and ``finetune.overlap`` (max) — downstream;
+* ``pretrain.test_error`` (min) and ``pretrain.mse`` (min) — pre-training.
+
+Exact statement for linear attention with c = 1: Δ_eff = Δ'/2 + mse and the pre-training test
+error is T(T+1)(mse + Δ/2) (T11, T25), so the pre-training-optimal and the downstream-optimal λ
+coincide whenever the fine-tuning test error increases with Δ_eff. With recalibration
+(c = M/Q) Δ_eff = Δ'/2 + Q0 − M²/Q is minimised by maximising M²/Q, which in general is not the
+minimiser of mse: the optima differ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import Config
+from ..predict import predict
+
+__all__ = ["CRITERIA", "optimize_pretraining", "OptimalPretraining"]
+
+#: criterion -> (metric, sense)
+CRITERIA = {
+    "finetune.test_error": ("finetune", "test_error", "min"),
+    "finetune.overlap": ("finetune", "overlap", "max"),
+    "pretrain.test_error": ("pretrain", "test_error", "min"),
+    "pretrain.mse": ("pretrain", "mse", "min"),
+}
+
+CONTINUOUS = {"pretrain.lam": (1e-4, 10.0), "pretrain.kappa": (0.05, 4.0)}
+CATEGORICAL = {"pretrain.estimator": ("direct", "factorized", "bayes")}
+
+
+@dataclass(frozen=True)
+class OptimalPretraining:
+    """``best[criterion] = {"choice": {field: value}, "metrics": {...}}``; ``scan`` is every
+    evaluated point (choice, metrics)."""
+
+    best: dict
+    scan: list
+    fields: tuple
+
+
+def _metrics(result: dict) -> dict:
+    out = {}
+    for block in ("pretrain", "finetune"):
+        for key, entry in (result.get(block) or {}).items():
+            out[f"{block}.{key}"] = entry["value"]
+    out["delta_eff"] = result["delta_eff"]["value"] if result.get("delta_eff") else math.nan
+    out["recalibration_c"] = result["solver"].get("recalibration_c", math.nan)
+    return out
+
+
+def _score(metrics: dict, criterion: str) -> float:
+    block, key, sense = CRITERIA[criterion]
+    value = metrics.get(f"{block}.{key}", math.nan)
+    if value is None or not math.isfinite(value):
+        return math.inf
+    return value if sense == "min" else -value
+
+
+def optimize_pretraining(cfg: Config, over=("pretrain.lam",), *, recalibrate: bool = False,
+                         grid_points: int = 9, refine_steps: int = 8) -> OptimalPretraining:
+    """Scan and refine the pre-training choices ``over`` (see the module docstring).
+    ``recalibrate=True`` sets ``finetune.recalibrate = "optimal"`` (c = M/Q)."""
+    over = tuple(over)
+    for name in over:
+        if name not in CONTINUOUS and name not in CATEGORICAL:
+            raise ValueError(f"--over {name}: supported fields are "
+                             + ", ".join([*CONTINUOUS, *CATEGORICAL]))
+    if recalibrate:
+        cfg = cfg.replace(finetune={"recalibrate": "optimal"})
+    continuous = [n for n in over if n in CONTINUOUS]
+    categorical = [n for n in over if n in CATEGORICAL]
+    cache: dict[tuple, dict] = {}
+
+    def evaluate(choice: dict) -> dict:
+        key = tuple(sorted(choice.items()))
+        if key not in cache:
+            point = cfg.with_overrides([f"{k}={_lit(v)}" for k, v in choice.items()])
+            cache[key] = _metrics(predict(point, bayes_bound=False))
+        return cache[key]
+
+    cat_values = [CATEGORICAL[n] for n in categorical] or [()]
+    combos = [dict(zip(categorical, c)) for c in _product(cat_values)] if categorical else [{}]
+    best = {}
+    for criterion in CRITERIA:
+        candidates = []
+        for combo in combos:
+            if combo.get("pretrain.estimator", cfg.pretrain.estimator) == "bayes" or not continuous:
+                candidates.append((dict(combo), evaluate(dict(combo))))
+                continue
+            # one continuous field at a time (coordinate search), starting at the config's value
+            choice = dict(combo)
+            for name in continuous:
+                low, high = CONTINUOUS[name]
+                grid = np.geomspace(low, high, grid_points)
+                scores = [_score(evaluate({**choice, name: float(v)}), criterion) for v in grid]
+                i = int(np.argmin(scores))
+                lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid_points - 1)]
+                choice[name] = _golden_log(lambda v: _score(evaluate({**choice, name: v}),
+                                                            criterion), lo, hi, refine_steps,
+                                           start=float(grid[i]))
+            candidates.append((choice, evaluate(choice)))
+        choice, metrics = min(candidates, key=lambda c: _score(c[1], criterion))
+        best[criterion] = {"choice": choice, "metrics": metrics}
+    scan = [{"choice": dict(k), "metrics": v} for k, v in cache.items()]
+    return OptimalPretraining(best=best, scan=scan, fields=over)
+
+
+def _golden_log(f, low: float, high: float, steps: int, *, start: float) -> float:
+    """Golden-section minimisation of f on [low, high] in log scale; returns the best point
+    seen (``start`` included)."""
+    a, b = math.log(low), math.log(high)
+    ratio = (math.sqrt(5) - 1) / 2
+    seen = {start: f(start)}
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(math.exp(c)), f(math.exp(d))
+    seen[math.exp(c)], seen[math.exp(d)] = fc, fd
+    for _ in range(steps):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = f(math.exp(c))
+            seen[math.exp(c)] = fc
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = f(math.exp(d))
+            seen[math.exp(d)] = fd
+    return min(seen, key=seen.get)
+
+
+def _product(lists):
+    import itertools
+
+    return itertools.product(*lists)
+
+
+def _lit(value) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
