@@ -96,6 +96,16 @@ def _parser() -> argparse.ArgumentParser:
     mm.add_argument("--y", default="finetune.lam")
     mm.add_argument("--y-values", default="0.01,0.03,0.1,0.3,1")
     mm.add_argument("--figure", help="write the map as an image (png/pdf)")
+    val = sub.add_parser("validate", help="theory vs simulation over sim.d with a finite-size "
+                                          "extrapolation (runs the sweep, resumable)")
+    val.add_argument("spec", help="sweep spec whose grid contains sim.d")
+    val.add_argument("--metrics", default="pretrain.test_error,pretrain.mse,pretrain.Q,pretrain.M,"
+                     "finetune.test_error,finetune.overlap,finetune.q,finetune.m",
+                     help="comma-separated metric names")
+    val.add_argument("--workers", type=int, default=2)
+    val.add_argument("--scheduler")
+    val.add_argument("--store", help="results directory (default results/<sweep name>)")
+    val.add_argument("--json", action="store_true")
     figs = sub.add_parser("figures", help="run the figure sweeps (cached) and draw them")
     figs.add_argument("names", nargs="*", help="figures to build (default: all)")
     figs.add_argument("--quick", action="store_true",
@@ -296,10 +306,31 @@ def _mismatch(args, cfg) -> int:
     return 0
 
 
+def _validate(args) -> int:
+    from simulations.sweeps import SpecError, load_spec, load_table, run_sweep
+    from simulations.validate import format_rows, validation_rows
+
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as err:
+        print(f"hdlora: sweep spec error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    if "sim.d" not in spec.axes:
+        print("hdlora: validate needs sim.d among the sweep axes", file=sys.stderr)
+        return EXIT_CONFIG
+    store = args.store or str(Path("results") / spec.name)
+    run_sweep(spec, store, workers=args.workers, scheduler=args.scheduler, progress=not args.json)
+    rows = validation_rows(load_table(store), args.metrics.split(","), list(spec.axes))
+    print(json.dumps(rows, default=float) if args.json else format_rows(rows, list(spec.axes)))
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "validate":
+        return _validate(args)
     if args.command == "figures":
         return _figures(args)
     if args.command in ("optimize-pretraining", "mismatch-map"):
