@@ -230,6 +230,9 @@ class SimConfig(_Section):
     finetune_gtol: float = _spec(1e-8, "float", low=0.0, low_open=True,
                                  doc="fine-tuning stationarity: |grad L'/d|")
     max_steps: int = _spec(20000, "int", low=1, doc="optimiser iteration cap")
+    surrogate: str = _spec("none", "str", choices=("none", "residual"),
+                           doc="fine-tuning labels: real ('none') or with the residual h(S0*) + xi' - cB "
+                               "replaced by an independent GOE_T(Delta_eff(c)) ('residual', THEORY §10.8)")
 
 
 @dataclass(frozen=True)
