@@ -353,11 +353,17 @@ def main(argv=None) -> int:
     from theory.predict import converged, predict, pretrain_state_from_measured, \
         predict_pretraining
 
+    from simulations.experiment import SimulationNotImplemented
+
     ok = True
     if args.command == "simulate":
         from simulations.experiment import simulate
 
-        result = simulate(cfg, progress=not args.json)
+        try:
+            result = simulate(cfg, progress=not args.json)
+        except SimulationNotImplemented as err:
+            print(f"hdlora: not available in simulation: {err}", file=sys.stderr)
+            return EXIT_CONFIG
         ok = _sim_converged(result)
         text = _table_simulation(result)
     elif args.command == "theory":
@@ -371,7 +377,11 @@ def main(argv=None) -> int:
     else:  # compare
         from simulations.experiment import simulate
 
-        sim_result = simulate(cfg, progress=not args.json)
+        try:
+            sim_result = simulate(cfg, progress=not args.json)
+        except SimulationNotImplemented as err:
+            print(f"hdlora: not available in simulation: {err}", file=sys.stderr)
+            return EXIT_CONFIG
         pre = None
         if args.measured:
             pre = pretrain_state_from_measured(

@@ -84,20 +84,31 @@ def theory_curve_task(curve: list[tuple[dict, dict, str]], store_root: str) -> l
 
 def backbone_task(cfg_dict: dict, seed: int):
     """Pre-train once for a (pre-training config, d, seed) key."""
-    from simulations.experiment import pretrain_backbone
+    from simulations.experiment import SimulationNotImplemented, pretrain_backbone
 
-    return pretrain_backbone(Config.from_dict(cfg_dict), seed)
+    try:
+        return pretrain_backbone(Config.from_dict(cfg_dict), seed)
+    except SimulationNotImplemented as err:  # recorded by every task that needs it
+        return {"not_available": str(err)}
 
 
 def finetune_task(point: dict, cfg_dict: dict, point_id: str, seed: int, backbone,
                   store_root: str) -> str:
     """Fine-tune on a shared backbone and write the (point, seed) record."""
-    from simulations.experiment import finetune_on, flatten_seed_result
+    from simulations.experiment import SimulationNotImplemented, finetune_on
 
     store = ResultStore(store_root)
     start = time.perf_counter()
-    seed_result = finetune_on(Config.from_dict(cfg_dict), backbone, seed)
-    metrics, diagnostics = flatten_seed_result(seed_result)
+    if "not_available" in backbone:
+        metrics, diagnostics = {}, {"not_available": backbone["not_available"]}
+    else:
+        try:
+            seed_result = finetune_on(Config.from_dict(cfg_dict), backbone, seed)
+        except SimulationNotImplemented as err:
+            metrics, diagnostics = {}, {"not_available": str(err)}
+        else:
+            metrics = {k: v for k, v in seed_result.items() if k != "diagnostics"}
+            diagnostics = seed_result["diagnostics"]
     store.write("simulate", point_id,
                 _record("simulate", point, cfg_dict, point_id, seed, metrics, {}, diagnostics,
                         time.perf_counter() - start), seed=seed)
