@@ -8,6 +8,7 @@ Format (keys with dots are config fields ``section.field`` and must be quoted)::
     seeds = 4                           # simulation seeds sim.seed .. sim.seed + seeds - 1
                                         # (default: base sim.seeds)
     continuation = "finetune.alpha"     # optional: theory runs one task per curve along it
+    stages = ["pretrain", "finetune"]   # theory stages to solve (default both)
 
     [sweep.grid]                        # Cartesian product
     "finetune.lam" = [0.05, 0.5, 1.0]
@@ -69,6 +70,7 @@ class SweepSpec:
     run: tuple[str, ...]
     seeds: tuple[int, ...]
     continuation: str | None = None
+    stages: tuple[str, ...] = ("pretrain", "finetune")
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -133,7 +135,7 @@ def spec_from_dict(data: Mapping[str, Any]) -> SweepSpec:
     if unknown:
         raise SpecError(f"[{unknown[0]}]: unknown table; a spec has [sweep] and [base]")
     sweep = dict(data.get("sweep", {}))
-    allowed = {"name", "run", "seeds", "continuation", "grid", "zip"}
+    allowed = {"name", "run", "seeds", "continuation", "grid", "zip", "stages"}
     extra = sorted(set(sweep) - allowed)
     if extra:
         raise SpecError(f"sweep.{extra[0]}: unknown key; allowed: {', '.join(sorted(allowed))}")
@@ -164,9 +166,13 @@ def spec_from_dict(data: Mapping[str, Any]) -> SweepSpec:
     if continuation is not None and continuation not in {k for k, _ in grid}:
         raise SpecError(f"sweep.continuation = {continuation!r}: must be one of the grid axes "
                         f"{[k for k, _ in grid]}")
+    stages = sweep.get("stages", ["pretrain", "finetune"])
+    if stages not in (["pretrain"], ["pretrain", "finetune"]):
+        raise SpecError(f"sweep.stages = {stages!r}: must be [\"pretrain\"] or "
+                        f"[\"pretrain\", \"finetune\"]")
     spec = SweepSpec(name=name, base=base, grid=grid, zipped=zipped, run=tuple(run),
                      seeds=tuple(range(base.sim.seed, base.sim.seed + seeds)),
-                     continuation=continuation)
+                     continuation=continuation, stages=tuple(stages))
     spec.points()  # validate every point now
     return spec
 
