@@ -1,7 +1,7 @@
 """``hdlora``: the command line (simulate | theory | compare).
 
     hdlora simulate [CFG.toml] [--set section.field=value ...] [--seeds N] [--json] [--quick]
-    hdlora theory   [CFG.toml] [--set ...] [--json] [--quick] [--no-bayes]
+    hdlora theory   [CFG.toml] [--set ...] [--json] [--quick] [--bayes]
     hdlora compare  [CFG.toml] [--set ...] [--seeds N] [--json] [--quick] [--measured]
     hdlora optimize-pretraining [CFG.toml] [--set ...] [--over FIELD ...] [--recalibrate]
     hdlora mismatch-map [CFG.toml] [--set ...] [--x FIELD --x-values a,b] [--y FIELD --y-values ..]
@@ -61,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("simulate", "compare"):
             p.add_argument("--seeds", type=int, help="number of seeds (sim.seeds)")
         if name in ("theory", "compare"):
-            p.add_argument("--no-bayes", action="store_true",
-                           help="skip the Bayes-optimal fine-tuning bound")
+            p.add_argument("--bayes", action="store_true",
+                           help="also solve the Bayes-optimal fine-tuning bound (T38-T40; "
+                                "tens of seconds)")
         if name == "compare":
             p.add_argument("--measured", action="store_true",
                            help="feed the fine-tuning theory with the (Q, M, Q0) measured in "
@@ -368,7 +369,7 @@ def main(argv=None) -> int:
         text = _table_simulation(result)
     elif args.command == "theory":
         try:
-            result = predict(cfg, bayes_bound=not args.no_bayes)
+            result = predict(cfg, bayes_bound=args.bayes)
         except NotImplementedError as err:
             print(f"hdlora: not available: {err}", file=sys.stderr)
             return EXIT_CONFIG
@@ -388,7 +389,7 @@ def main(argv=None) -> int:
                 predict_pretraining(cfg), Q=sim_result["pretrain"]["Q"]["mean"],
                 M=sim_result["pretrain"]["M"]["mean"], Q0=sim_result["pretrain"]["Q0"]["mean"])
         try:
-            theory_result = predict(cfg, pre=pre, bayes_bound=not args.no_bayes)
+            theory_result = predict(cfg, pre=pre, bayes_bound=args.bayes)
         except NotImplementedError as err:
             print(f"hdlora: not available: {err}", file=sys.stderr)
             return EXIT_CONFIG

@@ -6,7 +6,7 @@ pre-training order parameters, and returns::
     {"config": {...},
      "pretrain": {SHORT_NAME: {"value": x, "mc_err": e}},   # theory/schema.py names
      "finetune": {...}, "delta_eff": {...}, "delta_eff_train": {...},
-     "bayes_finetune": {...} | None,                       # the Bayes-optimal lower bound (T38-T40)
+     "bayes_finetune": {...} | None,   # Bayes-optimal bound (T38-T40), with bayes_bound=True
      "solver": {"pretrain": {...}, "finetune": {...}, "branches": [...]},
      "flags": [...], "meta": {...provenance, "seconds"}}
 
@@ -68,7 +68,7 @@ def pretrain_state_from_measured(pre: PretrainState, *, Q: float, M: float, Q0: 
                    flags=pre.flags + ("fine-tuning fed by measured (Q, M, Q0)",))
 
 
-def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool = True,
+def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool = False,
             stages: tuple[str, ...] = ("pretrain", "finetune")) -> dict:
     """Every metric of MODEL.md §4 predicted for ``cfg`` (see the module docstring)."""
     start = time.perf_counter()

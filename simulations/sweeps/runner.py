@@ -59,7 +59,8 @@ def _flatten_theory(result: dict) -> tuple[dict, dict]:
 
 
 def theory_curve_task(curve: list[tuple[dict, dict, str]], store_root: str,
-                      stages: tuple[str, ...] = ("pretrain", "finetune")) -> list[str]:
+                      stages: tuple[str, ...] = ("pretrain", "finetune"),
+                      bayes_bound: bool = False) -> list[str]:
     """Solve the theory along one curve, writing each point as soon as it is done."""
     from theory.predict import predict
 
@@ -71,7 +72,7 @@ def theory_curve_task(curve: list[tuple[dict, dict, str]], store_root: str,
         start = time.perf_counter()
         try:
             result = predict(Config.from_dict(cfg_dict), stages=stages,
-                             bayes_bound="finetune" in stages)
+                             bayes_bound=bayes_bound and "finetune" in stages)
         except NotImplementedError as err:  # recorded, so a figure shows the gap, not a crash
             metrics, errors, diagnostics = {}, {}, {"not_available": str(err)}
         else:
@@ -179,7 +180,7 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
                 skipped += len(curve) - len(todo)
                 if todo:
                     futures.append(client.submit(theory_curve_task, todo, str(store.root),
-                                                 spec.stages, pure=False))
+                                                 spec.stages, spec.bayes_bound, pure=False))
         if "simulate" in spec.run:
             groups: dict[str, list] = {}
             for point in spec.points():

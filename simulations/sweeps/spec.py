@@ -9,6 +9,7 @@ Format (keys with dots are config fields ``section.field`` and must be quoted)::
                                         # (default: base sim.seeds)
     continuation = "finetune.alpha"     # optional: theory runs one task per curve along it
     stages = ["pretrain", "finetune"]   # theory stages to solve (default both)
+    bayes_bound = false                 # also the Bayes-optimal fine-tuning bound (slow)
 
     [sweep.grid]                        # Cartesian product
     "finetune.lam" = [0.05, 0.5, 1.0]
@@ -71,6 +72,7 @@ class SweepSpec:
     seeds: tuple[int, ...]
     continuation: str | None = None
     stages: tuple[str, ...] = ("pretrain", "finetune")
+    bayes_bound: bool = False
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -135,7 +137,8 @@ def spec_from_dict(data: Mapping[str, Any]) -> SweepSpec:
     if unknown:
         raise SpecError(f"[{unknown[0]}]: unknown table; a spec has [sweep] and [base]")
     sweep = dict(data.get("sweep", {}))
-    allowed = {"name", "run", "seeds", "continuation", "grid", "zip", "stages"}
+    allowed = {"name", "run", "seeds", "continuation", "grid", "zip", "stages",
+               "bayes_bound"}
     extra = sorted(set(sweep) - allowed)
     if extra:
         raise SpecError(f"sweep.{extra[0]}: unknown key; allowed: {', '.join(sorted(allowed))}")
@@ -172,9 +175,16 @@ def spec_from_dict(data: Mapping[str, Any]) -> SweepSpec:
                         f"[\"pretrain\", \"finetune\"]")
     spec = SweepSpec(name=name, base=base, grid=grid, zipped=zipped, run=tuple(run),
                      seeds=tuple(range(base.sim.seed, base.sim.seed + seeds)),
-                     continuation=continuation, stages=tuple(stages))
+                     continuation=continuation, stages=tuple(stages),
+                     bayes_bound=_flag(sweep.get("bayes_bound", False), "sweep.bayes_bound"))
     spec.points()  # validate every point now
     return spec
+
+
+def _flag(value, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"{where} = {value!r}: must be true or false")
+    return value
 
 
 def load_spec(path: str | Path) -> SweepSpec:
