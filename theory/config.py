@@ -240,8 +240,8 @@ class TheoryConfig(_Section):
     """Asymptotic solvers: Monte-Carlo size, tolerances, damping, iteration caps."""
 
     SECTION = "theory"
-    mc_samples: int = _spec(20000, "int", low=100, doc="frozen channel samples per repeat")
-    mc_repeats: int = _spec(4, "int", low=1, doc="independent frozen samples for the MC error")
+    mc_samples: int = _spec(4000, "int", low=100, doc="frozen channel samples per repeat")
+    mc_repeats: int = _spec(3, "int", low=1, doc="independent frozen samples for the MC error")
     seed: int = _spec(0, "int", low=0)
     tol: float = _spec(1e-7, "float", low=0.0, low_open=True, doc="fixed-point tolerance")
     damping: float = _spec(0.5, "float", low=0.0, high=1.0, high_open=True,

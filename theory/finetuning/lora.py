@@ -1,0 +1,596 @@
+"""RS theory of symmetric rank-one LoRA fine-tuning (THEORY.md §5, T28–T32; §6 T35; §7 T36).
+
+Public API
+----------
+``solve(cfg, pre, *, init=None) -> FinetuneState``   global RS fixed point, every branch found.
+``solve_linear_reduced(cfg, pre, *, ...)``           linear σ in the reduced form ℓ' = ‖A − zzᵀ‖²_F,
+                                                     A = Ỹ + qI, Ỹ = ζζᵀ − q0*I + √Δ G (T28), with
+                                                     analytic gradient/Hessian/derivative hats.
+``solve_curve(cfg, pre, alphas)``                    continuation in α' with spinodal detection.
+``test_error_mc(cfg, pre, q, m, *, key)``            MC of the fresh-sample test formula (T32).
+``linear_test_error(cfg, pre, c, q, m)``             T32 closed form (linear σ).
+
+Equations (re-derived; notation of THEORY.md)
+---------------------------------------------
+Channel (T28), frozen draws ξ_t, η ~ N(0, I_T) (η antithetic, so m = 0 is exactly invariant),
+B, R, ξ' ~ GOE_T: ω = √q ξ_t, ζ = (m/√q)ξ_t + s'η, s' = √(q0* − m²/q);
+ℓ'(z; q) = ‖σ(cB + zzᵀ − qI) − σ((M/Q)B + R + ξ' + ζζᵀ − q0*I)‖²_F (B → B_sel under selection, T36;
+reuse, linear only: the residual is GOE_T(Δ_eff,1), T35).
+Prox (T29): ẑ = argmin |z − ω|²/(2v) + ℓ'(z; q), f = (ẑ − ω)/v (:mod:`.prox_vec`).
+Hats (T30): q̂ = α'E|f|²;  m̂ = α'E div_ζ f (= α'E[f·η]/s');
+v̂ = −α'E div_ω f + 2α'E ∂_qℓ'(ẑ; q)   (Stein: −(α'/√q)[E f·ξ_t − (m/(s'√q))E f·η] for the first term).
+The explicit term: Ψ'_out(q, m, v) = E min_z[...] depends on q through the law of ω (Price:
+∂_q E F = ½E Δ_ω F, with ∂_ω min = −f) and through ℓ' (envelope theorem), so
+∂_qΨ'_out = −½E div_ω f + E ∂_qℓ'(ẑ); with v̂ = 2α'∂_qΨ'_out this is T30. Equivalently the w-gradient of
+Σ_μ ℓ'_μ contains (2/d)Σ_μ ∂_qℓ'_μ w: a self-consistent extra ridge α'E∂_qℓ'.
+Derivative forms: div_ω f = (Tr H⁻¹/v − T)/v, div_ζ f = −Tr(H⁻¹ ∂_ζ∇_zℓ')/v, H = I/v + ∇²ℓ'(ẑ).
+Prior (T31): v = 1/(2λ' + v̂), m = q0* m̂ v, q = (q0* m̂² + q̂)v².
+Free energy (T31) as a variational function of independent (q, m, v, q̂, m̂, v̂):
+φ = ½q̂v − ½v̂q + m̂m − (q0*m̂² + q̂)/(2(v̂ + 2λ')) + α'E min_z[|z − ω|²/(2v) + ℓ'(z; q)].
+(THEORY.md writes the fourth term as −½(q0*m̂² + q̂)v; that is only its value at the saddle — with
+v independent it would make ∂φ/∂q̂ ≡ 0. The form above gives T30–T31 as its stationarity
+conditions.) At the saddle φ = α'·train + λ'q (algebra: q̂v + m̂m = q/v = q(2λ' + v̂)); the solver
+reports φ_var − (α'·train + λ'q) as ``phi_minus_objective``.
+
+RS local stability (replicon / de Almeida–Thouless type, zero temperature, ridge prior):
+    λ_AT = α' E‖I_T − H⁻¹/v‖²_F < 1,   H = I/v + ∇²_zℓ'(ẑ; q)
+(α'·E‖∂_ω f‖²_F·v_w², where v_w = ∂w/∂(field) = v is the prior-prox derivative; the explicit q term
+acts on the replica-diagonal overlap only, so it does not enter the replicon). Check: ridge square
+loss at λ → 0 gives λ_AT = 1/α < 1, marginal at interpolation. We report λ_AT, the fraction of channel
+samples whose prox objective is non-convex (Hessian not PD at ω or on the ω-start Newton path) and
+the fraction with ≥ 2 distinct local minima; a point is flagged "RS doubtful" when λ_AT ≥ 1 or the
+multi-minimum fraction exceeds ``RS_DOUBT_MULTIMIN`` (1%).
+
+Outputs (T32): test on fresh, unselected sequences; linear closed form
+T(T+1)[Δ_eff(c) + q0*² + q² − 2m²] (clean: − T(T+1)Δ'/2); softmax by MC over the frozen draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import special
+
+from ..config import Config
+from ..fixed_point import damped_fixed_point
+from ..gaussian import goe, n_sym
+from ..states import FinetuneState, PretrainState
+from . import noise
+from .prox_vec import jacobi_eigh, multistart_prox
+
+__all__ = ["solve", "solve_linear_reduced", "solve_curve", "test_error_mc", "linear_test_error",
+           "RS_DOUBT_MULTIMIN", "STEIN_THRESHOLD"]
+
+BRANCH_SEARCH_CAP = 60
+STEIN_THRESHOLD = 1e-3     # multi-minimum fraction above which the Stein hats are used (§9)
+RS_DOUBT_MULTIMIN = 1e-2   # multi-minimum fraction above which a point is flagged RS doubtful
+
+
+# ------------------------------------------------------------------------------------------------
+# frozen draws and channel data
+# ------------------------------------------------------------------------------------------------
+def _draws(key, n: int, T: int) -> dict:
+    """Frozen common random numbers of T28 (unit variances); η is antithetic (second half −first)."""
+    n2 = (n + 1) // 2
+    k = jax.random.split(key, 6)
+    eta = jax.random.normal(k[1], (n2, T))
+    return dict(xi_t=jnp.concatenate([x := jax.random.normal(k[0], (n2, T)), x]),
+                eta=jnp.concatenate([eta, -eta]),
+                B=jnp.concatenate([b := goe(k[2], (n2,), T), b]),
+                R=jnp.concatenate([r := goe(k[3], (n2,), T), r]),
+                Xp=jnp.concatenate([xp := goe(k[4], (n2,), T), xp]),
+                G=jnp.concatenate([g := goe(k[5], (n2,), T), g]))
+
+
+def _selection_scale(B_unit: np.ndarray, rho: float, K: int) -> np.ndarray:
+    """(T36) B_sel = B·√(F_K⁻¹(ρF_K(r²))/r²), r² = ‖B‖²_F/2 for unit-GOE B (vectorised scipy)."""
+    r2 = 0.5 * np.sum(np.asarray(B_unit) ** 2, axis=(-1, -2))
+    u = rho * special.gammainc(K / 2, r2 / 2)
+    r2s = 2 * special.gammaincinv(K / 2, u)
+    return np.sqrt(r2s / r2)
+
+
+class _Setup:
+    """Everything fixed for a given (cfg, pre): c, Δ's, and the channel arrays per key."""
+
+    def __init__(self, cfg: Config, pre: PretrainState, *, reduced: bool = False,
+                 delta_train: float | None = None):
+        ft = cfg.finetune
+        if ft.lora != "symmetric":
+            raise NotImplementedError("finetune.lora = 'general' (u vᵀ, T33): no solver here")
+        if ft.reuse and cfg.model.attention != "linear":
+            raise NotImplementedError(
+                "finetune.reuse = true with softmax attention needs the non-Gaussian reuse "
+                "channel T34 (pre-training prox scores), out of scope of theory.finetuning.lora")
+        if not ft.reuse:
+            noise._check_selection(cfg)
+        self.cfg, self.pre = cfg, pre
+        self.T = cfg.model.T
+        self.q0 = ft.q0star
+        self.alpha = ft.alpha
+        self.lam = ft.lam
+        self.c = noise.resolve_c(cfg, pre)
+        self.a = pre.M / pre.Q
+        self.sR = max(pre.Q0 - pre.M ** 2 / pre.Q, 0.0)
+        self.dp = cfg.delta_prime
+        self.delta_eff = noise.delta_eff(cfg, pre, self.c)
+        self.delta_eff_train = (noise.delta_eff_train(cfg, pre, self.c) if delta_train is None
+                                else float(delta_train))
+        self.linear = cfg.model.attention == "linear"
+        self.reduced = reduced
+        if reduced and not self.linear:
+            raise ValueError("the reduced solver is for attention = 'linear' only")
+        self.selection = (not ft.reuse) and ft.selection == "smallest_score" and cfg.rho < 1
+        self.n = cfg.theory.mc_samples
+        self.kind = "reduced" if reduced else ("linear" if self.linear else "softmax")
+        self.beta = cfg.model.beta
+
+    def data(self, key) -> dict:
+        """Per-sample channel arrays (independent of q, m, v)."""
+        d = _draws(key, self.n, self.T)
+        Q = self.pre.Q
+        Bt = jnp.sqrt(Q) * d["B"]
+        if self.reduced:
+            Sst = jnp.zeros_like(Bt)
+            Htea = jnp.sqrt(self.delta_eff_train) * d["G"]
+        elif self.cfg.finetune.reuse:          # linear only (T35): residual GOE_T(Δ_eff,1)
+            Sst = jnp.zeros_like(Bt)
+            Htea = jnp.sqrt(self.delta_eff_train) * d["G"]
+        else:
+            Btr = Bt
+            if self.selection:
+                sc = _selection_scale(d["B"], self.cfg.rho, n_sym(self.T))
+                Btr = Bt * jnp.asarray(sc)[:, None, None]
+            Sst = self.c * Btr
+            Htea = self.a * Btr + jnp.sqrt(self.sR) * d["R"] + jnp.sqrt(self.dp / 2) * d["Xp"]
+        return dict(xi_t=d["xi_t"], eta=d["eta"], Sst=Sst, Htea=Htea,
+                    # test (fresh, unselected) arrays, T32
+                    St=self.c * Bt, Ht=self.a * Bt + jnp.sqrt(self.sR) * d["R"],
+                    Nt=jnp.sqrt(self.dp / 2) * d["Xp"])
+
+
+# ------------------------------------------------------------------------------------------------
+# per-sample channel (jitted, vmapped)
+# ------------------------------------------------------------------------------------------------
+def _sigma(kind: str, beta: float):
+    if kind == "softmax":
+        return lambda H: jax.nn.softmax(beta * H, axis=-1)
+    return lambda H: H
+
+
+@functools.lru_cache(maxsize=None)
+def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
+    """Jitted map (x = (q, m, v), q0, warm z, data) -> (sample means of the hat ingredients, ẑ)."""
+    sig = _sigma(kind, beta)
+    eye = jnp.eye(T)
+
+    def loss(z, q, zeta, Sst, Htea, q0):                              # ℓ'(z; q)  (T28)
+        Y = sig(Htea + jnp.outer(zeta, zeta) - q0 * eye)
+        P = sig(Sst + jnp.outer(z, z) - q * eye)
+        return jnp.sum((P - Y) ** 2)
+
+    def obj(z, p):
+        omega, v, q, zeta, Sst, Htea, q0 = p
+        return jnp.sum((z - omega) ** 2) / (2 * v) + loss(z, q, zeta, Sst, Htea, q0)
+
+    def A_base(zeta, Sst, Htea, q0):
+        """Target of zzᵀ − qI minus qI: linear exact; softmax from row-centred log σ (a start)."""
+        if kind == "softmax":
+            Y = sig(Htea + jnp.outer(zeta, zeta) - q0 * eye)
+            L = jnp.log(Y) / beta
+            X = (L - L.mean(-1, keepdims=True)) - (Sst - Sst.mean(-1, keepdims=True))
+            return 0.5 * (X + X.T)
+        return Htea - Sst + jnp.outer(zeta, zeta) - q0 * eye
+
+    def grad_hess_reduced(z, p):                                       # T29, analytic
+        omega, v, q, zeta, Sst, Htea, q0 = p
+        A = Htea + jnp.outer(zeta, zeta) - q0 * eye + q * eye
+        g = (z - omega) / v - 4 * A @ z + 4 * jnp.dot(z, z) * z
+        H = eye / v - 4 * A + 4 * jnp.dot(z, z) * eye + 8 * jnp.outer(z, z)
+        return g, H
+
+    gh = grad_hess_reduced if kind == "reduced" else None
+
+    def prep(x, q0, warm, xi_t, eta, Sst, Htea):
+        q, m, v = x[0], x[1], x[2]
+        sq = jnp.sqrt(q)
+        sp = jnp.sqrt(jnp.maximum(q0 - jnp.where(q > 0, m * m / jnp.where(q > 0, q, 1.0), 0.0),
+                                  0.0))
+        omega = sq * xi_t
+        zeta = jnp.where(q > 0, m / jnp.where(q > 0, sq, 1.0), 0.0) * xi_t + sp * eta
+        A = A_base(zeta, Sst, Htea, q0) + q * eye
+        return omega, zeta, A
+
+    def hats_one(z, x, q0, xi_t, eta, omega, zeta, Sst, Htea):
+        q, v = x[0], x[2]
+        p = (omega, v, q, zeta, Sst, Htea, q0)
+        f = (z - omega) / v
+        if kind == "reduced":
+            Afull = Htea + jnp.outer(zeta, zeta) - q0 * eye + q * eye
+            H = grad_hess_reduced(z, p)[1]
+            lam, U = jacobi_eigh(H)
+            Hinv = (U / lam) @ U.T
+            divz = 4.0 / v * (jnp.dot(zeta, z) * jnp.trace(Hinv) + z @ Hinv @ zeta)
+            dq = 2.0 * jnp.trace(Afull - jnp.outer(z, z))
+            train = jnp.sum((jnp.outer(z, z) - Afull) ** 2)
+        else:
+            H = jax.hessian(obj)(z, p)
+            lam, U = jacobi_eigh(H)
+            Hinv = (U / lam) @ U.T
+            gz = jax.grad(loss, argnums=0)
+            Jz = jax.jacfwd(gz, argnums=2)(z, q, zeta, Sst, Htea, q0)     # ∂_ζ ∇_z ℓ'
+            divz = -jnp.trace(Hinv @ Jz) / v
+            dq = jax.grad(loss, argnums=1)(z, q, zeta, Sst, Htea, q0)
+            train = loss(z, q, zeta, Sst, Htea, q0)
+        divw = (jnp.trace(Hinv) / v - T) / v
+        at = jnp.sum((eye - Hinv / v) ** 2)
+        F = jnp.sum((z - omega) ** 2) / (2 * v) + train
+        return dict(f2=jnp.dot(f, f), fxi=jnp.dot(f, xi_t), feta=jnp.dot(f, eta), divw=divw,
+                    divz=divz, dq=dq if explicit_q else 0.0 * dq, train=train, F=F, at=at)
+
+    @functools.partial(jax.jit, static_argnames=("full",))
+    def run(x, q0, warm, data, full=True):
+        """``full``: all starts (ω, ±e_max, warm); otherwise the warm start only (cheap polish
+        during the iteration; the flags are then meaningless and not used)."""
+        xi_t, eta, Sst, Htea = data["xi_t"], data["eta"], data["Sst"], data["Htea"]
+        omega, zeta, A = jax.vmap(prep, in_axes=(None, None, 0, 0, 0, 0, 0))(
+            x, q0, warm, xi_t, eta, Sst, Htea)
+        if full:
+            lam, U = jacobi_eigh(A)
+            e = U[:, :, -1] * jnp.sqrt(jnp.maximum(lam[:, -1], 0.0))[:, None]
+            starts = jnp.stack([omega, e, -e, warm], axis=1)
+        else:
+            starts = warm[:, None, :]
+        n = omega.shape[0]
+        p = (omega, jnp.full((n,), x[2]), jnp.full((n,), x[0]), zeta, Sst, Htea,
+             jnp.full((n,), q0))
+        r = multistart_prox(obj, starts, p, grad_hess=gh)
+        z = r["z"]
+        outs = jax.vmap(hats_one, in_axes=(0, None, None, 0, 0, 0, 0, 0, 0))(
+            z, x, q0, xi_t, eta, omega, zeta, Sst, Htea)
+        outs.update(nonconvex=r["nonconvex"].astype(jnp.float64),
+                    multimin=r["multimin"].astype(jnp.float64),
+                    unconv=(~r["converged"]).astype(jnp.float64))
+        means = {k: jnp.mean(v) for k, v in outs.items()}
+        means["newton_iters"] = r["iters"]
+        return means, z
+
+    return run
+
+
+@functools.lru_cache(maxsize=None)
+def _test_fn(kind: str, beta: float, T: int):
+    """Jitted per-sample fresh-sequence test errors (T32): noisy and clean."""
+    sig = _sigma("softmax" if kind == "softmax" else "linear", beta)
+    eye = jnp.eye(T)
+
+    @jax.jit
+    def run(q, m, q0, xi_t, eta, St, Ht, Nt):
+        sq = jnp.sqrt(q)
+        sp = jnp.sqrt(jnp.maximum(q0 - jnp.where(q > 0, m * m / jnp.where(q > 0, q, 1.0), 0.0),
+                                  0.0))
+        om = sq * xi_t
+        ze = jnp.where(q > 0, m / jnp.where(q > 0, sq, 1.0), 0.0) * xi_t + sp * eta
+        P = sig(St + om[:, :, None] * om[:, None, :] - q * eye)
+        tea = Ht + ze[:, :, None] * ze[:, None, :] - q0 * eye
+        return (jnp.sum((P - sig(tea + Nt)) ** 2, axis=(-1, -2)),
+                jnp.sum((P - sig(tea)) ** 2, axis=(-1, -2)))
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------------
+# one branch
+# ------------------------------------------------------------------------------------------------
+def _sanitize(x, q0):
+    q = max(float(x[0]), 0.0)
+    m = min(abs(float(x[1])), (1 - 1e-12) * math.sqrt(q * q0))
+    v = max(float(x[2]), 1e-12)
+    return q, m, v
+
+
+def _hats(S: _Setup, means: dict, q: float, m: float, v: float):
+    """(T30) hats from the sample means; Stein forms when the multi-minimum fraction ≥ 1e-3."""
+    al, q0 = S.alpha, S.q0
+    sp = math.sqrt(max(q0 - (m * m / q if q > 0 else 0.0), 0.0))
+    qhat = al * float(means["f2"])
+    stein = float(means["multimin"]) >= STEIN_THRESHOLD and q > 1e-10 and sp > 1e-8
+    if stein:
+        mhat = al * float(means["feta"]) / sp
+        vhat0 = -(al / math.sqrt(q)) * (float(means["fxi"])
+                                        - m / (sp * math.sqrt(q)) * float(means["feta"]))
+    else:
+        mhat = al * float(means["divz"])
+        vhat0 = -al * float(means["divw"])
+    vhat = vhat0 + 2 * al * float(means["dq"])
+    return qhat, mhat, vhat, stein
+
+
+def _prior(S: _Setup, qhat, mhat, vhat):
+    """(T31) ridge prior."""
+    den = max(2 * S.lam + vhat, 1e-10)
+    v = 1.0 / den
+    return np.array([(S.q0 * mhat ** 2 + qhat) * v * v, S.q0 * mhat * v, v])
+
+
+def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = True,
+                  max_iter: int | None = None):
+    cfg = S.cfg
+    run = _channel_fn(S.kind, S.beta, S.T, explicit_q)
+    state = dict(warm=(jnp.zeros((S.n, S.T)) if warm0 is None else warm0),
+                 full=warm0 is None)
+
+    def evaluate(x, full):
+        q, m, v = _sanitize(x, S.q0)
+        means, z = run(jnp.array([q, m, v]), S.q0, state["warm"], data, full=full)
+        state["warm"] = z
+        return (q, m, v), means
+
+    def step(x):
+        # the first call of a cold branch needs every start; then warm polish (phase 1) or
+        # the full multi-start map (phase 2)
+        full, state["full"] = state["full"], state["phase2"]
+        (q, m, v), means = evaluate(x, full)
+        return _prior(S, *_hats(S, means, q, m, v)[:3])
+
+    t0 = time.perf_counter()
+    cap = max_iter if max_iter is not None else cfg.theory.max_iter
+    # phase 1: warm-start-only prox (cheap) to convergence; phase 2: the full multi-start map
+    # from there, so that the reported fixed point is the fixed point of the full map.
+    state["phase2"] = False
+    sol1 = damped_fixed_point(step, np.asarray(x0, float), damping=cfg.theory.damping,
+                              tol=cfg.theory.tol, max_iter=cap)
+    state["phase2"] = state["full"] = True
+    sol = damped_fixed_point(step, sol1.value, damping=cfg.theory.damping,
+                             tol=cfg.theory.tol, max_iter=cap)
+    sol = dataclasses.replace(sol, iterations=sol1.iterations + sol.iterations)
+    (q, m, v), means = evaluate(sol.value, True)
+    qhat, mhat, vhat, stein = _hats(S, means, q, m, v)
+    al, lam, q0 = S.alpha, S.lam, S.q0
+    train = float(means["train"])
+    objective = al * train + lam * q
+    phi = (0.5 * qhat * v - 0.5 * vhat * q + mhat * m
+           - (q0 * mhat ** 2 + qhat) / (2 * (vhat + 2 * lam)) + al * float(means["F"]))
+    lam_at = al * float(means["at"])
+    res = dict(q=q, m=m, v=v, qhat=qhat, mhat=mhat, vhat=vhat, train=train, objective=objective,
+               phi=phi, phi_minus_objective=phi - objective, lambda_AT=lam_at,
+               frac_nonconvex=float(means["nonconvex"]), frac_multimin=float(means["multimin"]),
+               frac_prox_unconverged=float(means["unconv"]), stein_hats=stein,
+               overlap=(m / math.sqrt(q * q0) if q > 0 else 0.0),
+               converged=sol.converged, iterations=sol.iterations, residual=sol.residual,
+               seconds=time.perf_counter() - t0)
+    res["rs_doubtful"] = bool(lam_at >= 1.0 or res["frac_multimin"] > RS_DOUBT_MULTIMIN)
+    return res, state["warm"]
+
+
+def _test_errors(S: _Setup, data: dict, q: float, m: float):
+    """T32 on fresh unselected sequences: (test, clean, se_test, se_clean) for this draw."""
+    if S.linear:
+        t = linear_test_error(S.cfg, S.pre, S.c, q, m)
+        return t, t - S.T * (S.T + 1) * S.dp / 2, 0.0, 0.0
+    e, ec = _test_fn(S.kind, S.beta, S.T)(q, m, S.q0, data["xi_t"], data["eta"], data["St"],
+                                          data["Ht"], data["Nt"])
+    e, ec = np.asarray(e), np.asarray(ec)
+    n = e.size
+    return (float(e.mean()), float(ec.mean()), float(e.std(ddof=1) / math.sqrt(n)),
+            float(ec.std(ddof=1) / math.sqrt(n)))
+
+
+def linear_test_error(cfg: Config, pre: PretrainState, c: float, q: float, m: float) -> float:
+    """(T32) linear closed form T(T+1)[Δ_eff(c) + q0*² + q² − 2m²] (exact Wick algebra)."""
+    T, q0 = cfg.model.T, cfg.finetune.q0star
+    return float(T * (T + 1) * (noise.delta_eff(cfg, pre, c) + q0 * q0 + q * q - 2 * m * m))
+
+
+def test_error_mc(cfg: Config, pre: PretrainState, q: float, m: float, *, key, c=None):
+    """MC of the fresh-sample formula of T32 (any σ): (test, clean, se, se_clean)."""
+    S = _Setup(cfg, pre)
+    if c is not None:
+        S.c = float(c)
+    S.linear = False  # force the Monte-Carlo path
+    kind = "softmax" if cfg.model.attention == "softmax" else "linear"
+    data = S.data(key)
+    e, ec = _test_fn(kind, S.beta, S.T)(q, m, S.q0, data["xi_t"], data["eta"], data["St"],
+                                        data["Ht"], data["Nt"])
+    e, ec = np.asarray(e), np.asarray(ec)
+    n = e.size
+    return (float(e.mean()), float(ec.mean()), float(e.std(ddof=1) / math.sqrt(n)),
+            float(ec.std(ddof=1) / math.sqrt(n)))
+
+
+# ------------------------------------------------------------------------------------------------
+# branches, global selection, repeats
+# ------------------------------------------------------------------------------------------------
+def _initial_points(S: _Setup):
+    q0 = S.q0
+    v0 = 1.0 / (2 * S.lam + 4.0 * S.alpha * S.T + 1.0)
+    qi = q0
+    return [("informative", np.array([qi, 0.9 * math.sqrt(qi * q0), v0])),
+            ("uninformative", np.array([0.5 * q0, 1e-3 * math.sqrt(0.5) * q0, v0]))]
+
+
+def _distinct(a: dict, b: dict, tol: float = 1e-3) -> bool:
+    return abs(a["q"] - b["q"]) > tol * (1 + abs(a["q"])) or \
+        abs(a["m"] - b["m"]) > tol * (1 + abs(a["m"]))
+
+
+def _label(r: dict) -> str:
+    return "informative" if r["overlap"] > 0.05 else "uninformative"
+
+
+def _find_branches(S: _Setup, data: dict, starts, *, explicit_q=True):
+    """Solve from every start. The first start gets the full iteration cap; the others get
+    BRANCH_SEARCH_CAP iterations: a start that has not converged by then is drifting (slowly,
+    e.g. m growing from ~0) towards another fixed point and is not kept as a branch."""
+    found = []
+    for index, (name, x0, warm) in enumerate(starts):
+        cap = None if index == 0 else min(BRANCH_SEARCH_CAP, S.cfg.theory.max_iter)
+        r, z = _solve_branch(S, data, x0, warm, explicit_q=explicit_q, max_iter=cap)
+        if index > 0 and not r["converged"]:
+            continue
+        r["start"] = name
+        r["label"] = _label(r)
+        if all(_distinct(r, f[0]) for f in found):
+            found.append((r, z))
+    found.sort(key=lambda rz: rz[0]["objective"])
+    return found
+
+
+def _state_from(S: _Setup, best: dict, branches, rep_metrics, extra_solver, flags):
+    cfg = S.cfg
+    keys = ["q", "m", "overlap", "train_error", "objective", "test_error", "test_error_clean"]
+    mean = {k: float(np.mean([r[k] for r in rep_metrics])) for k in keys}
+    R = len(rep_metrics)
+    err = {k: (float(np.std([r[k] for r in rep_metrics], ddof=1) / math.sqrt(R)) if R > 1
+               else 0.0) for k in keys}
+    if not S.linear:   # add the within-draw MC error of the sampled test formula
+        for k, kk in (("test_error", "se_test"), ("test_error_clean", "se_clean")):
+            within = math.sqrt(np.mean([r[kk] ** 2 for r in rep_metrics]) / R)
+            err[k] = math.sqrt(err[k] ** 2 + within ** 2)
+    base, base_c, base_e, _ = noise.baseline_error(cfg, S.pre, S.c)
+    metrics = dict(mean, q0star=S.q0, baseline_error=base)
+    err["baseline_error"] = base_e
+    err["q0star"] = 0.0
+    solver = dict(extra_solver)
+    return FinetuneState(q=mean["q"], m=mean["m"], v=best["v"], qhat=best["qhat"],
+                         mhat=best["mhat"], vhat=best["vhat"], c=S.c, delta_eff=S.delta_eff,
+                         delta_eff_train=S.delta_eff_train, metrics=metrics, mc_err=err,
+                         solver=solver, branches=tuple(branches), flags=tuple(flags))
+
+
+def _branch_record(r: dict) -> dict:
+    keep = ("q", "m", "v", "overlap", "objective", "train", "phi", "phi_minus_objective",
+            "lambda_AT", "frac_nonconvex", "frac_multimin", "stein_hats", "rs_doubtful",
+            "converged", "iterations", "label", "start")
+    return {k: r[k] for k in keep}
+
+
+def _metrics_of(S, data, r):
+    t, tc, se, sec = _test_errors(S, data, r["q"], r["m"])
+    return dict(q=r["q"], m=r["m"], overlap=r["overlap"], train_error=r["train"],
+                objective=r["objective"], test_error=t, test_error_clean=tc, se_test=se,
+                se_clean=sec)
+
+
+def _solve_setup(S: _Setup, *, init=None, repeats=None, explicit_q=True) -> FinetuneState:
+    cfg = S.cfg
+    t0 = time.perf_counter()
+    key = jax.random.PRNGKey(cfg.theory.seed)
+    data = S.data(key)
+    starts = [(n, x, None) for n, x in _initial_points(S)]
+    if init is not None:
+        x = np.array([init.q, init.m, init.v]) if hasattr(init, "q") else np.asarray(init, float)
+        starts = [("init", x, None)] + starts
+    found = _find_branches(S, data, starts, explicit_q=explicit_q)
+    best, zbest = found[0]
+    branches = [_branch_record(r) for r, _ in found]
+    reps = [_metrics_of(S, data, best)]
+    R = cfg.theory.mc_repeats if repeats is None else repeats
+    x_best = np.array([best["q"], best["m"], best["v"]])
+    all_conv = best["converged"]
+    for i in range(1, R):
+        d_i = S.data(jax.random.fold_in(key, i))
+        r_i, _ = _solve_branch(S, d_i, x_best, None, explicit_q=explicit_q)
+        all_conv &= r_i["converged"]
+        reps.append(_metrics_of(S, d_i, r_i))
+    flags = []
+    if not all_conv:
+        flags.append("fine-tuning fixed point not converged")
+    if best["rs_doubtful"]:
+        flags.append(f"RS doubtful: lambda_AT = {best['lambda_AT']:.3g}, multi-minimum fraction "
+                     f"{best['frac_multimin']:.3g}")
+    if len(found) > 1:
+        flags.append(f"{len(found)} fixed points found; the lowest objective is reported")
+    extra = dict(converged=bool(all_conv), iterations=best["iterations"],
+                 residual=float(best["residual"]), seconds=time.perf_counter() - t0,
+                 branch=best["label"], n_branches=len(found), lambda_AT=best["lambda_AT"],
+                 frac_nonconvex=best["frac_nonconvex"], frac_multimin=best["frac_multimin"],
+                 stein_hats=best["stein_hats"], phi=best["phi"],
+                 phi_minus_objective=best["phi_minus_objective"], rs_doubtful=best["rs_doubtful"],
+                 mc_repeats=R, explicit_q_term=explicit_q, kind=S.kind)
+    return _state_from(S, best, branches, reps, extra, flags)
+
+
+def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = None,
+          explicit_q: bool = True) -> FinetuneState:
+    """RS fixed point T28–T31 (σ ∈ {linear, softmax(β)}) and the outputs T32.
+
+    Branches from an informative (m = 0.9√(q q0*)) and an uninformative (m ≈ 0) start (and
+    ``init``, a FinetuneState or (q, m, v)); the global one has the lowest free energy φ (= the
+    training objective α'·train + λ'q at the saddle). ``repeats`` (default cfg.theory.mc_repeats)
+    independent frozen samples give the MC errors. ``explicit_q=False`` drops the explicit-q
+    term of T30 (for the test that shows it matters only).
+    """
+    return _solve_setup(_Setup(cfg, pre), init=init, repeats=repeats, explicit_q=explicit_q)
+
+
+def solve_linear_reduced(cfg: Config, pre: PretrainState, *, init=None, repeats=None,
+                         explicit_q: bool = True, delta: float | None = None) -> FinetuneState:
+    """Linear σ, reduced form (T28): ℓ' = ‖A − zzᵀ‖²_F, A = ζζᵀ − q0*I + √Δ G + qI with Δ =
+    Δ_eff_train (or ``delta``); analytic gradient/Hessian (T29) and derivative hats (T30)."""
+    if cfg.model.attention != "linear":
+        raise ValueError("solve_linear_reduced needs model.attention = 'linear'")
+    S = _Setup(cfg, pre, reduced=True, delta_train=delta)
+    return _solve_setup(S, init=init, repeats=repeats, explicit_q=explicit_q)
+
+
+def solve_curve(cfg: Config, pre: PretrainState, alphas, *, repeats: int = 1) -> dict:
+    """Continuation in α' (T28–T31) with two tracks (informative / uninformative), warm-started
+    in (q, m, v) and in the per-sample prox solutions; frozen draws shared along the curve.
+
+    Returns dict(alphas, states (global, per α'), branches (per α', every distinct fixed point),
+    spinodals (list of (α'_left, α'_right, 'appears'|'disappears', label))). A spinodal is recorded
+    where the number of distinct branches changes between neighbouring α'.
+    ``repeats`` > 1 re-solves the global branch on independent draws (MC errors)."""
+    alphas = [float(a) for a in alphas]
+    key = jax.random.PRNGKey(cfg.theory.seed)
+    S0 = _Setup(cfg.replace(finetune={"alpha": alphas[0]}), pre)
+    data = S0.data(key)
+    tracks = None
+    states, branches_all, labels = [], [], []
+    t0 = time.perf_counter()
+    for al in alphas:
+        cfg_a = cfg.replace(finetune={"alpha": al})
+        S = _Setup(cfg_a, pre)
+        if tracks is None:
+            starts = [(n, x, None) for n, x in _initial_points(S)]
+        else:
+            starts = [(n, np.array([r["q"], r["m"], r["v"]]), z) for n, (r, z) in tracks.items()]
+        res = []
+        for name, x0, warm in starts:
+            r, z = _solve_branch(S, data, x0, warm)
+            r["start"], r["label"] = name, _label(r)
+            res.append((name, r, z))
+        tracks = {name: (r, z) for name, r, z in res}
+        found = []
+        for _, r, _ in res:
+            if all(_distinct(r, f) for f in found):
+                found.append(r)
+        found.sort(key=lambda r: r["objective"])
+        best = found[0]
+        reps = [_metrics_of(S, data, best)]
+        for i in range(1, repeats):
+            d_i = S.data(jax.random.fold_in(key, i))
+            r_i, _ = _solve_branch(S, d_i, np.array([best["q"], best["m"], best["v"]]))
+            reps.append(_metrics_of(S, d_i, r_i))
+        flags = ["RS doubtful"] if best["rs_doubtful"] else []
+        extra = dict(converged=best["converged"], iterations=best["iterations"],
+                     branch=best["label"], n_branches=len(found), lambda_AT=best["lambda_AT"],
+                     frac_multimin=best["frac_multimin"], rs_doubtful=best["rs_doubtful"])
+        states.append(_state_from(S, best, [_branch_record(r) for r in found], reps, extra, flags))
+        branches_all.append([_branch_record(r) for r in found])
+        labels.append(sorted(r["label"] for r in found))
+    spinodals = []
+    for i in range(1, len(alphas)):
+        a, b = labels[i - 1], labels[i]
+        if len(a) != len(b):
+            kind = "appears" if len(b) > len(a) else "disappears"
+            spinodals.append((alphas[i - 1], alphas[i], kind, a if len(a) > len(b) else b))
+    return dict(alphas=alphas, states=states, branches=branches_all, spinodals=spinodals,
+                seconds=time.perf_counter() - t0)

@@ -1,0 +1,158 @@
+"""Effective noise left by pre-training, and the frozen-model baseline (THEORY.md §4, §6, §7).
+
+Public API
+----------
+``resolve_c(cfg, pre)``            recalibration c of the frozen backbone (M11).
+``delta_eff(cfg, pre, c)``         Δ_eff(c) = Δ'/2 + Q0 − 2cM + c²Q on fresh sequences (T25).
+``delta_eff_train(cfg, pre, c)``   effective noise on the sequences the LoRA is trained on:
+                                   fresh → Δ_eff (T25); reuse → Δ_eff,1 (T35, linear σ);
+                                   selection ``smallest_score`` → Δ_sel(c, ρ) (T37).
+``selection_m2(K, rho)``           m₂(ρ) = F_{K+2}(t_ρ)/ρ, t_ρ = F_K⁻¹(ρ) (T37).
+``baseline_error(cfg, pre, c)``    test error of the frozen model (w = 0, λ' → ∞, T27):
+                                   ``(value, clean, mc_err, mc_err_clean)``.
+
+Derivations (checked, see the module tests):
+* T25: Y' − cB − spike = (M/Q − c)B + R + ξ' with B ~ GOE_T(Q), R ~ GOE_T(Q0 − M²/Q), ξ' ~ GOE_T(Δ'/2)
+  independent ⇒ GOE parameter (M/Q − c)²Q + Q0 − M²/Q + Δ'/2 = Δ'/2 + Q0 − 2cM + c²Q.
+* T35 (square-loss pre-training, ν = 2V): Ĥ = (Ω + ν(H* + ξ))/(1 + ν) so the reused residual is
+  [k(H* + ξ) − cΩ]/(1 + ν) (same noise) or [kH* − cΩ − cνξ]/(1 + ν) + ξ' (fresh noise),
+  k = 1 + ν(1 − c).
+* T37: r² = ‖B‖²_F/(2Q) ~ χ²_K and x f_K(x) = K f_{K+2}(x) ⇒ E[r²; r² ≤ t]/K = F_{K+2}(t).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from ..config import Config
+from ..gaussian import goe, n_sym
+from ..states import PretrainState
+
+__all__ = ["resolve_c", "delta_eff", "delta_eff_train", "selection_m2", "baseline_error",
+           "attention_fn"]
+
+
+def resolve_c(cfg: Config, pre: PretrainState) -> float:
+    """Recalibration c (M11): a number as given, ``"optimal"`` → M/Q (the minimiser of Δ_eff(c),
+    T25). ``"learned"`` (T31 stationarity ∂φ/∂c = 0) is not implemented here."""
+    rc = cfg.finetune.recalibrate
+    if isinstance(rc, str):
+        if rc == "optimal":
+            if pre.Q <= 0:
+                raise ValueError(f"recalibrate = 'optimal' needs Q > 0 (got Q = {pre.Q})")
+            return float(pre.M / pre.Q)
+        raise NotImplementedError(
+            "finetune.recalibrate = 'learned' (stationarity of the free energy in c, T31) is not "
+            "implemented in theory.finetuning; use a number or 'optimal' (c = M/Q, which T25 says "
+            "'learned' approaches for linear attention)")
+    return float(rc)
+
+
+def delta_eff(cfg: Config, pre: PretrainState, c: float) -> float:
+    """(T25) Δ_eff(c) = Δ'/2 + Q0 − 2cM + c²Q: GOE parameter of the residual on fresh sequences."""
+    return float(cfg.delta_prime / 2 + pre.Q0 - 2 * c * pre.M + c * c * pre.Q)
+
+
+def selection_m2(K: int, rho: float) -> float:
+    """(T37) m₂(ρ) = E‖B_sel‖²/E‖B‖² = F_{K+2}(F_K⁻¹(ρ))/ρ for the ``smallest_score`` rule."""
+    if rho >= 1.0:
+        return 1.0
+    t = stats.chi2.ppf(rho, K)
+    return float(stats.chi2.cdf(t, K + 2) / rho)
+
+
+def _check_selection(cfg: Config) -> None:
+    rule = cfg.finetune.selection
+    if rule not in ("random", "smallest_score"):
+        raise NotImplementedError(
+            f"finetune.selection = {rule!r}: the theory implements 'random' and 'smallest_score' "
+            "(T36–T37) only; another B-measurable rule needs its acceptance region in T36")
+
+
+def delta_eff_train(cfg: Config, pre: PretrainState, c: float) -> float:
+    """Effective noise on the training sequences of the LoRA.
+
+    fresh, random selection: Δ_eff(c) (T25). ``smallest_score`` selection with kept fraction ρ:
+    Δ_sel = Δ'/2 + Q0 − M²/Q + (M/Q − c)² Q m₂(ρ) (T37; for softmax this is the second moment of
+    the residual only, the channel itself uses B_sel, T36). Reuse (e = 1, T35, linear σ, ν = 2V):
+    same noise [k²(Q0 + Δ/2) − 2kcM + c²Q]/(1+ν)², fresh noise
+    [k²Q0 − 2kcM + c²Q + c²ν²Δ/2]/(1+ν)² + Δ'/2, k = 1 + ν(1 − c).
+    """
+    ft = cfg.finetune
+    if ft.reuse:
+        if cfg.model.attention != "linear":
+            raise NotImplementedError(
+                "finetune.reuse = true with softmax attention needs the non-Gaussian reuse channel "
+                "(T34), which is out of scope of theory.finetuning; use attention = 'linear'")
+        nu = 2.0 * pre.V
+        if not math.isfinite(nu) or nu < 0:
+            raise ValueError(f"reuse needs the pre-training response V >= 0 (got V = {pre.V})")
+        k = 1.0 + nu * (1.0 - c)
+        D = cfg.pretrain.delta
+        if ft.reuse_noise == "same":
+            return float((k * k * (pre.Q0 + D / 2) - 2 * k * c * pre.M + c * c * pre.Q)
+                         / (1 + nu) ** 2)
+        return float((k * k * pre.Q0 - 2 * k * c * pre.M + c * c * pre.Q + c * c * nu * nu * D / 2)
+                     / (1 + nu) ** 2 + cfg.delta_prime / 2)
+    _check_selection(cfg)
+    if ft.selection == "random" or cfg.rho >= 1.0:
+        return delta_eff(cfg, pre, c)
+    m2 = selection_m2(n_sym(cfg.model.T), cfg.rho)
+    a = pre.M / pre.Q
+    return float(cfg.delta_prime / 2 + pre.Q0 - a * pre.M + (a - c) ** 2 * pre.Q * m2)
+
+
+def attention_fn(cfg: Config):
+    """σ of (M3) acting on the last two axes: identity or row-wise softmax(β·)."""
+    if cfg.model.attention == "linear":
+        return lambda H: H
+    beta = cfg.model.beta
+    return lambda H: jax.nn.softmax(beta * H, axis=-1)
+
+
+def baseline_error(cfg: Config, pre: PretrainState, c: float, *, key=None):
+    """(T27) Test error of the frozen model (w = 0): ``(value, clean, mc_err, mc_err_clean)``.
+
+    Linear: T(T+1)(Δ_eff(c) + q0*²), clean = that − T(T+1)Δ'/2 (closed form, mc_err = 0).
+    Softmax: E‖σ(cB) − σ((M/Q)B + R + ζζᵀ − q0*I + ξ')‖²_F over frozen draws
+    (N = mc_samples·mc_repeats, key from cfg.theory.seed unless given), with its standard error.
+    """
+    T = cfg.model.T
+    q0 = cfg.finetune.q0star
+    if cfg.model.attention == "linear":
+        val = T * (T + 1) * (delta_eff(cfg, pre, c) + q0 * q0)
+        return float(val), float(val - T * (T + 1) * cfg.delta_prime / 2), 0.0, 0.0
+    if key is None:
+        key = jax.random.fold_in(jax.random.PRNGKey(cfg.theory.seed), 7)
+    n = cfg.theory.mc_samples * cfg.theory.mc_repeats
+    v, vc = _baseline_softmax(key, n, T, cfg.model.beta, c, pre.Q, pre.M, pre.Q0, q0,
+                              cfg.delta_prime)
+    v, vc = np.asarray(v), np.asarray(vc)
+    return (float(v.mean()), float(vc.mean()), float(v.std(ddof=1) / math.sqrt(n)),
+            float(vc.std(ddof=1) / math.sqrt(n)))
+
+
+@jax.jit
+def _baseline_softmax_impl(key, beta, c, Q, M, Q0, q0, dp, zeros):
+    n, T = zeros.shape
+    kB, kR, kx, kz = jax.random.split(key, 4)
+    B = goe(kB, (n,), T, Q)
+    R = goe(kR, (n,), T, Q0 - M * M / Q)
+    xi = goe(kx, (n,), T, dp / 2)
+    zeta = jnp.sqrt(q0) * jax.random.normal(kz, (n, T))
+    spike = zeta[:, :, None] * zeta[:, None, :] - q0 * jnp.eye(T)
+    sm = lambda H: jax.nn.softmax(beta * H, axis=-1)
+    P = sm(c * B)
+    tea = (M / Q) * B + R + spike
+    err = jnp.sum((P - sm(tea + xi)) ** 2, axis=(-1, -2))
+    err_c = jnp.sum((P - sm(tea)) ** 2, axis=(-1, -2))
+    return err, err_c
+
+
+def _baseline_softmax(key, n, T, beta, c, Q, M, Q0, q0, dp):
+    return _baseline_softmax_impl(key, beta, c, Q, M, Q0, q0, dp, jnp.zeros((n, T)))

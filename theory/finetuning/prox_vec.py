@@ -1,0 +1,145 @@
+"""Batched T-dimensional proximal solver for the LoRA channel (THEORY.md T29, §9 "Prox").
+
+ẑ = argmin_z F(z),  F(z) = |z − ω|²/(2v) + ℓ'(z; q)  (ℓ' possibly non-convex).
+
+All samples × starts are solved at once: one ``lax.while_loop`` over the whole batch (stops when
+every problem has converged or at ``max_iter``). Each step is a saddle-free Newton step (the
+Hessian's eigenvalues replaced by their absolute values, floored; step length capped) with an
+Armijo line search evaluated on a fixed ladder of step sizes in parallel. The T×T symmetric
+eigen-decompositions use a batched cyclic Jacobi method written with elementwise jnp operations
+(batched LAPACK ``eigh`` inside loops was slow and was seen to hang on XLA:CPU).
+
+Among the starts the lowest F is kept. Per sample the solver reports whether the Hessian of F was
+not positive definite at the start ω or on the ω-start Newton path (``nonconvex``), and whether two
+starts converged to distinct local minima (``multimin``; the prox may jump as ω moves, §9).
+Pure, float64; ``obj(z, p)`` is a scalar function of z ∈ R^T and a pytree p of per-problem
+parameters.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["jacobi_eigh", "batched_newton", "multistart_prox"]
+
+_LADDER = 0.3 ** jnp.arange(0, 8)
+
+
+def jacobi_eigh(A, sweeps: int = 6):
+    """Eigen-decomposition of a batch of small symmetric matrices (..., T, T) by cyclic Jacobi
+    rotations: returns (eigenvalues ascending, eigenvectors as columns)."""
+    T = A.shape[-1]
+    V = jnp.broadcast_to(jnp.eye(T, dtype=A.dtype), A.shape)
+    pairs = [(p, q) for p in range(T) for q in range(p + 1, T)]
+
+    def sweep(_, AV):
+        A, V = AV
+        for p, q in pairs:
+            apq = A[..., p, q]
+            app, aqq = A[..., p, p], A[..., q, q]
+            small = jnp.abs(apq) <= 1e-300 + 1e-15 * (jnp.abs(app) + jnp.abs(aqq)) * 1e-3
+            theta = (aqq - app) / (2.0 * jnp.where(small, 1.0, apq))
+            t = jnp.sign(theta) / (jnp.abs(theta) + jnp.sqrt(theta * theta + 1.0))
+            t = jnp.where(theta == 0, 1.0, t)
+            t = jnp.where(small, 0.0, t)
+            c = 1.0 / jnp.sqrt(t * t + 1.0)
+            s = t * c
+            # A <- Jᵀ A J and V <- V J, J the (p, q) rotation, written elementwise
+            cp, cq = A[..., :, p], A[..., :, q]
+            A = A.at[..., :, p].set(c[..., None] * cp - s[..., None] * cq)
+            A = A.at[..., :, q].set(s[..., None] * cp + c[..., None] * cq)
+            rp, rq = A[..., p, :], A[..., q, :]
+            A = A.at[..., p, :].set(c[..., None] * rp - s[..., None] * rq)
+            A = A.at[..., q, :].set(s[..., None] * rp + c[..., None] * rq)
+            vp, vq = V[..., :, p], V[..., :, q]
+            V = V.at[..., :, p].set(c[..., None] * vp - s[..., None] * vq)
+            V = V.at[..., :, q].set(s[..., None] * vp + c[..., None] * vq)
+        return A, V
+
+    A, V = lax.fori_loop(0, sweeps, sweep, (A, V))
+    lam = jnp.diagonal(A, axis1=-2, axis2=-1)
+    order = jnp.argsort(lam, axis=-1)
+    lam = jnp.take_along_axis(lam, order, axis=-1)
+    V = jnp.take_along_axis(V, order[..., None, :], axis=-1)
+    return lam, V
+
+
+def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = 1e-10,
+                   eig_floor: float = 1e-10, grad_hess=None):
+    """Minimise ``obj(z_i, p_i)`` for every problem i of the batch (z0: (P, T)).
+
+    Returns dict z, f, converged, nonpd_path (Hessian not PD at some iterate), pd_end,
+    iters. ``grad_hess(z, p) -> (g, H)`` (per problem) supplies analytic derivatives."""
+    if grad_hess is None:
+        gh = jax.vmap(lambda z, p: (jax.grad(obj)(z, p), jax.hessian(obj)(z, p)))
+    else:
+        gh = jax.vmap(grad_hess)
+    fv = jax.vmap(obj)
+    fladder = jax.vmap(lambda z, d, p: jax.vmap(lambda t: obj(z + t * d, p))(_LADDER))
+
+    def direction(z):
+        g, H = gh(z, p)
+        finite = jnp.all(jnp.isfinite(H), axis=(-1, -2)) & jnp.all(jnp.isfinite(g), axis=-1)
+        H = jnp.where(finite[:, None, None], H, jnp.eye(z.shape[-1]))
+        g = jnp.where(finite[:, None], g, 0.0)
+        lam, U = jacobi_eigh(H)
+        scale = jnp.maximum(jnp.abs(lam), eig_floor * (1.0 + jnp.max(jnp.abs(lam), -1,
+                                                                       keepdims=True)))
+        d = -jnp.einsum("pij,pj->pi", U, jnp.einsum("pji,pj->pi", U, g) / scale)
+        dmax = 10.0 * (1.0 + jnp.linalg.norm(z, axis=-1))
+        d = d * jnp.minimum(1.0, dmax / (jnp.linalg.norm(d, axis=-1) + 1e-300))[:, None]
+        return g, d, lam[:, 0], finite
+
+    def cond(s):
+        return jnp.any(~s["done"]) & (s["it"] < max_iter)
+
+    def body(s):
+        z = s["z"]
+        g, d, lmin, finite = direction(z)
+        gnorm = jnp.max(jnp.abs(g), -1)
+        conv = gnorm <= gtol * (1.0 + jnp.max(jnp.abs(z), -1))
+        f0 = fv(z, p)
+        fl = fladder(z, d, p)
+        slope = jnp.sum(g * d, -1)
+        ok = fl <= f0[:, None] + 1e-4 * _LADDER[None, :] * slope[:, None]
+        k = jnp.argmax(ok, axis=-1)
+        anyok = jnp.any(ok, axis=-1) & finite
+        move = anyok & ~s["done"] & ~conv
+        z_new = jnp.where(move[:, None], z + _LADDER[k][:, None] * d, z)
+        done = s["done"] | conv | ~anyok
+        return dict(z=z_new, it=s["it"] + 1, done=done,
+                    nonpd=s["nonpd"] | ((lmin <= 0) & ~s["done"]))
+
+    P = z0.shape[0]
+    init = dict(z=z0, it=jnp.asarray(0), done=jnp.zeros(P, bool), nonpd=jnp.zeros(P, bool))
+    s = lax.while_loop(cond, body, init)
+    z = s["z"]
+    g, _, lmin, finite = direction(z)
+    conv = jnp.max(jnp.abs(g), -1) <= 1e3 * gtol * (1.0 + jnp.max(jnp.abs(z), -1))
+    return dict(z=z, f=fv(z, p), converged=conv & finite, nonpd_path=s["nonpd"] | (lmin <= 0),
+                pd_end=(lmin > 0) & finite, iters=s["it"])
+
+
+def multistart_prox(obj, starts, p, *, max_iter: int = 40, gtol: float = 1e-10,
+                    dist_tol: float = 1e-5, grad_hess=None):
+    """Batch of N samples, S starts each (``starts``: (N, S, T); start 0 must be ω; ``p``: leaves
+    with leading axis N). Keeps the lowest F per sample. Returns z (N, T), f, nonconvex,
+    multimin, converged (per sample)."""
+    N, S, T = starts.shape
+    pS = jax.tree_util.tree_map(lambda a: jnp.repeat(a, S, axis=0), p)
+    res = batched_newton(obj, starts.reshape(N * S, T), pS, max_iter=max_iter, gtol=gtol,
+                         grad_hess=grad_hess)
+    res = {k: (v.reshape(N, S, *v.shape[1:]) if k != "iters" else v) for k, v in res.items()}
+    f = jnp.where(res["converged"], res["f"], jnp.inf)
+    f = jnp.where(jnp.all(~res["converged"], -1, keepdims=True), res["f"], f)
+    i = jnp.argmin(f, axis=-1)
+    take = lambda a: jnp.take_along_axis(a, i.reshape((N, 1) + (1,) * (a.ndim - 2)), axis=1)[:, 0]
+    z = take(res["z"])
+    good = res["converged"] & res["pd_end"]
+    dz = jnp.max(jnp.abs(res["z"] - z[:, None, :]), axis=-1)
+    distinct = good & take(good)[:, None] & (dz > dist_tol * (1.0 + jnp.max(jnp.abs(z), -1))[:, None])
+    return dict(z=z, f=take(res["f"]), nonconvex=res["nonpd_path"][:, 0],
+                multimin=jnp.any(distinct, -1), converged=take(res["converged"]),
+                iters=res["iters"])
