@@ -28,7 +28,7 @@ NOTEBOOKS = {
         ("code", SETUP),
         ("code", "cfg = Config().with_overrides(['model.attention=linear', "
                  "'pretrain.estimator=direct'] + (['sim.d=40', 'sim.seeds=2', "
-                 "'theory.mc_samples=3000', 'theory.mc_repeats=2'] if QUICK else ['sim.seeds=8']))\n"
+                 "'theory.mc_samples=1000', 'theory.mc_repeats=1'] if QUICK else ['sim.seeds=8']))\n"
                  "print(cfg)"),
         ("md", "## Theory\nEvery metric with its Monte-Carlo error; `solver` says whether each "
                "fixed point converged."),
@@ -55,8 +55,8 @@ NOTEBOOKS = {
                "Test error and overlap can then move in opposite directions."),
         ("code", SETUP),
         ("code", "cfg = Config().with_overrides(['model.attention=linear', 'model.T=2', "
-                 "'pretrain.estimator=direct', 'pretrain.kappa0=0.5', 'pretrain.alpha=0.2', "
-                 "'theory.mc_samples=3000', 'theory.mc_repeats=2'])\n"
+                 "'pretrain.estimator=direct', 'pretrain.kappa0=0.5', 'pretrain.alpha=0.2'] "
+                 "+ (['theory.mc_samples=1000', 'theory.mc_repeats=1'] if QUICK else []))\n"
                  "for reuse in ('false', 'true'):\n"
                  "    r = predict(cfg.with_overrides([f'finetune.reuse={reuse}']), "
                  "bayes_bound=False)\n"
@@ -67,8 +67,8 @@ NOTEBOOKS = {
         ("md", "## The map\nX marks where reuse improves one of (test error, overlap) and "
                "worsens the other."),
         ("code", "from theory.applications.mismatch import mismatch_map\n"
-                 "xs = [1.0, 3.0] if QUICK else [0.5, 1, 2, 3, 5]\n"
-                 "ys = [0.01, 0.1, 1.0] if QUICK else [0.01, 0.03, 0.1, 0.3, 1.0]\n"
+                 "xs = [3.0] if QUICK else [0.5, 1, 2, 3, 5]\n"
+                 "ys = [0.01, 1.0] if QUICK else [0.01, 0.03, 0.1, 0.3, 1.0]\n"
                  "mm = mismatch_map(cfg, 'finetune.alpha', xs, 'finetune.lam', ys)\n"
                  "print(mm.reuse_disagrees.astype(int))\nprint(mm.best_y)"),
     ],
@@ -79,9 +79,9 @@ NOTEBOOKS = {
                "tends to the oracle-recalibrated Δ′/2 + Q0 − M²/Q for any c."),
         ("code", SETUP),
         ("code", "base = Config().with_overrides(['model.attention=linear', "
-                 "'pretrain.estimator=direct', 'finetune.pool_alpha=100', "
-                 "'theory.mc_samples=3000', 'theory.mc_repeats=2'])\n"
-                 "for alpha in ([1.5, 4.0] if QUICK else [1.5, 2.0, 4.0]):\n"
+                 "'pretrain.estimator=direct', 'finetune.pool_alpha=100'] "
+                 "+ (['theory.mc_samples=1000', 'theory.mc_repeats=1'] if QUICK else []))\n"
+                 "for alpha in ([2.0] if QUICK else [1.5, 2.0, 4.0]):\n"
                  "    for rule in ('random', 'smallest_score'):\n"
                  "        r = predict(base.with_overrides([f'finetune.alpha={alpha}', "
                  "f'finetune.selection={rule}']), bayes_bound=False)\n"
