@@ -133,5 +133,5 @@ def to_dataset(table, axes: list[str]):
         index=index, columns="metric", values="error", aggfunc="first", dropna=False)
     if not errs.empty:
         err_ds = xr.Dataset.from_dataframe(errs.rename(columns=lambda m: f"{m}__err"))
-        ds = ds.merge(err_ds)
+        ds = ds.merge(err_ds, join="outer")
     return ds
