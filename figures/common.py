@@ -43,10 +43,9 @@ def load_figure_spec(name: str, *, quick: bool) -> tuple[SweepSpec, dict]:
         sweep = data.setdefault("sweep", {})
         if "seeds" in overrides:
             sweep["seeds"] = overrides.pop("seeds")
-        for table in ("grid",):
-            for key, values in list(sweep.get(table, {}).items()):
-                if key != figure.get("hue"):
-                    sweep[table][key] = values[::thin] if len(values) > 2 else values
+        for key, values in list(sweep.get("grid", {}).items()):
+            if key != figure.get("hue"):
+                sweep["grid"][key] = values[::thin] if len(values) > 2 else values
         for dotted, value in overrides.items():
             section, field = dotted.split(".")
             data.setdefault("base", {}).setdefault(section, {})[field] = value

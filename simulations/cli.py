@@ -209,13 +209,22 @@ def _sim_converged(result: dict) -> bool:
     return bool(result.get("diagnostics", {}).get("all_converged", True))
 
 
-def _sweep(args) -> int:
-    from simulations.sweeps import SpecError, load_spec, run_sweep
+def _load_spec(path: str):
+    """The sweep spec at ``path``, or None after printing the spec error."""
+    from simulations.sweeps import SpecError, load_spec
 
     try:
-        spec = load_spec(args.spec)
+        return load_spec(path)
     except SpecError as err:
         print(f"hdlora: sweep spec error: {err}", file=sys.stderr)
+        return None
+
+
+def _sweep(args) -> int:
+    from simulations.sweeps import run_sweep
+
+    spec = _load_spec(args.spec)
+    if spec is None:
         return EXIT_CONFIG
     store = args.store or str(Path("results") / spec.name)
     report = run_sweep(spec, store, workers=args.workers, scheduler=args.scheduler,
@@ -308,13 +317,11 @@ def _mismatch(args, cfg) -> int:
 
 
 def _validate(args) -> int:
-    from simulations.sweeps import SpecError, load_spec, load_table, run_sweep
+    from simulations.sweeps import load_table, run_sweep
     from simulations.validate import format_rows, validation_rows
 
-    try:
-        spec = load_spec(args.spec)
-    except SpecError as err:
-        print(f"hdlora: sweep spec error: {err}", file=sys.stderr)
+    spec = _load_spec(args.spec)
+    if spec is None:
         return EXIT_CONFIG
     if "sim.d" not in spec.axes:
         print("hdlora: validate needs sim.d among the sweep axes", file=sys.stderr)

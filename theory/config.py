@@ -440,19 +440,23 @@ def parse_assignment(text: str) -> tuple[tuple[str, str], Any]:
     return key, value
 
 
+def read_toml(path: str | Path, what: str, error: type[Exception]) -> dict:
+    """Parse a TOML file; a missing file or bad TOML raises ``error`` naming ``what`` and path."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{what} {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise error(f"{what} {str(path)!r} is not valid TOML: {err}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read a TOML file (missing sections/fields take MODEL.md §6 defaults) and apply overrides."""
     if path is None:
         cfg = Config()
     else:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
-        cfg = Config.from_dict(data)
+        cfg = Config.from_dict(read_toml(path, "config file", ConfigError))
     return cfg.with_overrides(overrides) if overrides else cfg
 
 

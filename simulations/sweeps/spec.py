@@ -29,12 +29,11 @@ names the spec field (or the point and the config field) and the allowed range.
 from __future__ import annotations
 
 import itertools
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from theory.config import Config, ConfigError
+from theory.config import Config, ConfigError, read_toml
 
 __all__ = ["SweepSpec", "SweepPoint", "load_spec", "SpecError", "RUN_KINDS"]
 
@@ -188,11 +187,4 @@ def _flag(value, where: str) -> bool:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"sweep spec {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
-        raise SpecError(f"sweep spec {str(path)!r} is not valid TOML: {err}") from None
-    return spec_from_dict(data)
+    return spec_from_dict(read_toml(path, "sweep spec", SpecError))

@@ -19,6 +19,7 @@ minimiser of mse: the optima differ.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -92,7 +93,7 @@ def optimize_pretraining(cfg: Config, over=("pretrain.lam",), *, recalibrate: bo
         return cache[key]
 
     cat_values = [CATEGORICAL[n] for n in categorical] or [()]
-    combos = [dict(zip(categorical, c)) for c in _product(cat_values)] if categorical else [{}]
+    combos = [dict(zip(categorical, c)) for c in itertools.product(*cat_values)] if categorical else [{}]
     best = {}
     for criterion in CRITERIA:
         candidates = []
@@ -139,12 +140,6 @@ def _golden_log(f, low: float, high: float, steps: int, *, start: float) -> floa
             fd = f(math.exp(d))
             seen[math.exp(d)] = fd
     return min(seen, key=seen.get)
-
-
-def _product(lists):
-    import itertools
-
-    return itertools.product(*lists)
 
 
 def _lit(value) -> str:
