@@ -98,6 +98,30 @@ def test_store_atomic_round_trip(tmp_path):
     assert len(load_table(tmp_path / "s")) == 1
 
 
+def test_theory_solved_once_across_sim_axes(tmp_path):
+    """The theory does not read ``sim.*``: a sim.d axis must not multiply the theory solves."""
+    spec = load_spec(_write_spec(tmp_path, textwrap.dedent("""
+        [sweep]
+        name = "dims"
+        run = ["theory"]
+        stages = ["pretrain"]
+        [sweep.grid]
+        "pretrain.lam" = [0.1, 1.0]
+        "sim.d" = [16, 20, 24]
+    """)))
+    curves = spec.curves()
+    assert len(curves) == 2 and all(len(c) == 3 for c in curves)
+    report = run_sweep(spec, str(tmp_path / "store"), workers=0, progress=False)
+    assert report.submitted == 2
+    records = list(ResultStore(tmp_path / "store").records("theory"))
+    assert len(records) == 6  # one record per (alpha', d) point, written for each alias
+    by_alpha = {}
+    for rec in records:
+        by_alpha.setdefault(rec["point"]["pretrain.lam"], []).append(rec["metrics"])
+    for solves in by_alpha.values():
+        assert all(m == solves[0] for m in solves) and solves[0]
+
+
 def test_two_worker_local_cluster_sweep(tmp_path):
     spec = load_spec(_write_spec(tmp_path, textwrap.dedent("""
         [sweep]

@@ -1,7 +1,8 @@
 """Run a sweep on Dask: theory curves and (point, seed) simulations, resumable.
 
-* Theory: one task per curve (the points sharing every axis but ``sweep.continuation``; each point
-  otherwise), each point written as soon as it is solved.
+* Theory: one task per curve (the points sharing every axis but ``sweep.continuation`` and the
+  ``sim.*`` axes; each point otherwise), each point written as soon as it is solved. Points that
+  differ only in ``sim.*`` fields (``sim.d``, seeds, optimiser settings) are solved once.
 * Simulation: one task per (point, seed). The pre-trained backbone depends only on
   (model, pretrain, sim.d, optimiser settings, seed): it is computed once per such key as its own
   Dask task and passed to every fine-tuning task that shares it.
@@ -25,7 +26,7 @@ from theory.provenance import provenance
 from .spec import SweepPoint, SweepSpec
 from .store import ResultStore
 
-__all__ = ["run_sweep", "SweepReport", "backbone_key"]
+__all__ = ["run_sweep", "SweepReport", "backbone_key", "theory_key"]
 
 _BACKBONE_SIM_FIELDS = ("d", "pretrain_gtol", "max_steps")
 
@@ -58,30 +59,44 @@ def _flatten_theory(result: dict) -> tuple[dict, dict]:
     return metrics, errors
 
 
-def theory_curve_task(curve: list[tuple[dict, dict, str]], store_root: str,
+THEORY_SECTIONS = ("model", "pretrain", "finetune", "theory")
+
+
+def theory_key(cfg: Config) -> str:
+    """Digest of the sections the theory reads: points differing only in ``sim.*`` share it."""
+    return cfg.digest(sections=THEORY_SECTIONS)
+
+
+def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str,
                       stages: tuple[str, ...] = ("pretrain", "finetune"),
                       bayes_bound: bool = False) -> list[str]:
-    """Solve the theory along one curve, writing each point as soon as it is done."""
+    """Solve the theory along one curve, writing each point as soon as it is done.
+
+    ``curve`` is a list of alias groups: the points of a group differ only in ``sim.*`` fields,
+    which the theory does not read, so it is solved once and its record written for each alias.
+    """
     from theory.predict import predict
 
     store = ResultStore(store_root)
     done = []
-    for point, cfg_dict, point_id in curve:
-        if store.has("theory", point_id):
+    for aliases in curve:
+        todo = [a for a in aliases if not store.has("theory", a[2])]
+        if not todo:
             continue
         start = time.perf_counter()
         try:
-            result = predict(Config.from_dict(cfg_dict), stages=stages,
+            result = predict(Config.from_dict(todo[0][1]), stages=stages,
                              bayes_bound=bayes_bound and "finetune" in stages)
         except NotImplementedError as err:  # recorded, so a figure shows the gap, not a crash
             metrics, errors, diagnostics = {}, {}, {"not_available": str(err)}
         else:
             metrics, errors = _flatten_theory(result)
             diagnostics = {"solver": result["solver"], "flags": result["flags"]}
-        store.write("theory", point_id, _record("theory", point, cfg_dict, point_id, None, metrics,
-                                                errors, diagnostics,
-                                                time.perf_counter() - start))
-        done.append(point_id)
+        seconds = time.perf_counter() - start
+        for point, cfg_dict, point_id in todo:
+            store.write("theory", point_id, _record("theory", point, cfg_dict, point_id, None,
+                                                    metrics, errors, diagnostics, seconds))
+            done.append(point_id)
     return done
 
 
@@ -176,8 +191,13 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
     try:
         if "theory" in spec.run:
             for curve in spec.curves():
-                todo = [_point_task(p) for p in curve if not store.has("theory", p.point_id)]
-                skipped += len(curve) - len(todo)
+                groups: dict[str, list] = {}
+                for p in curve:
+                    if store.has("theory", p.point_id):
+                        skipped += 1
+                    else:
+                        groups.setdefault(theory_key(p.config), []).append(_point_task(p))
+                todo = list(groups.values())
                 if todo:
                     futures.append(client.submit(theory_curve_task, todo, str(store.root),
                                                  spec.stages, spec.bayes_bound, pure=False))

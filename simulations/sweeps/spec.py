@@ -94,15 +94,17 @@ class SweepSpec:
         return out
 
     def curves(self) -> list[list[SweepPoint]]:
-        """Points grouped into theory curves along ``continuation`` (sorted by its value);
-        without continuation every point is its own curve."""
+        """Points grouped into theory curves along ``continuation`` (sorted by its value; the
+        ``sim.*`` axes, which the theory does not read, are folded into the same curve);
+        without continuation a curve holds one point and its ``sim.*`` variants."""
         points = self.points()
-        if self.continuation is None:
-            return [[p] for p in points]
         groups: dict[tuple, list[SweepPoint]] = {}
         for p in points:
-            key = tuple((k, v) for k, v in p.values if k != self.continuation)
+            key = tuple((k, v) for k, v in p.values
+                        if k != self.continuation and not k.startswith("sim."))
             groups.setdefault(key, []).append(p)
+        if self.continuation is None:
+            return list(groups.values())
         return [sorted(g, key=lambda p: p.as_dict()[self.continuation]) for g in groups.values()]
 
 
