@@ -25,6 +25,27 @@ def test_oscillating_map_needs_damping():
     assert sol.converged and abs(sol.value[0] - 1.0) < 1e-8
 
 
+def _coupled_map(x):
+    """A contracting but slowly converging 3-d map (spectral radius ≈ 0.9 under damping 0.5)."""
+    A = np.array([[0.8, 0.3, 0.0], [-0.2, 0.7, 0.1], [0.1, 0.0, 0.75]])
+    return A @ x + 0.05 * np.sin(x) + np.array([1.0, -0.5, 0.2])
+
+
+def test_anderson_reaches_the_same_fixed_point_in_fewer_iterations():
+    plain = damped_fixed_point(_coupled_map, np.zeros(3), damping=0.5, tol=1e-11, max_iter=5000)
+    fast = damped_fixed_point(_coupled_map, np.zeros(3), damping=0.5, tol=1e-11, max_iter=5000,
+                              anderson=4)
+    assert plain.converged and fast.converged
+    np.testing.assert_allclose(fast.value, plain.value, atol=1e-9)
+    np.testing.assert_allclose(_coupled_map(fast.value), fast.value, atol=1e-9)
+    assert fast.iterations < plain.iterations / 3
+
+
+def test_anderson_does_not_hide_non_convergence():
+    sol = damped_fixed_point(lambda x: x + 1.0, [0.0], tol=1e-9, max_iter=20, anderson=3)
+    assert not sol.converged and sol.result == "max_iter"
+
+
 def test_non_converged_is_reported_not_silent():
     sol = damped_fixed_point(lambda x: x + 1.0, [0.0], tol=1e-9, max_iter=20)
     assert not sol.converged and sol.result == "max_iter" and sol.iterations == 20

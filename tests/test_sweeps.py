@@ -98,6 +98,19 @@ def test_store_atomic_round_trip(tmp_path):
     assert len(load_table(tmp_path / "s")) == 1
 
 
+def test_table_labels_records_missing_an_axis_from_their_config(tmp_path):
+    # a store shared by two specs: one varies model.attention, the other fixes it in its base
+    store = ResultStore(tmp_path / "s")
+    for pid, point, attention in (("a", {"model.attention": "linear"}, "linear"),
+                                  ("b", {}, "softmax")):
+        store.write("theory", pid, {"kind": "theory", "point": point, "point_id": pid,
+                                    "seed": None, "config": {"model": {"attention": attention}},
+                                    "config_digest": pid, "metrics": {"pretrain.Q": 1.0},
+                                    "errors": {}, "diagnostics": {}, "meta": {}})
+    table = load_table(tmp_path / "s")
+    assert dict(zip(table.point_id, table["model.attention"])) == {"a": "linear", "b": "softmax"}
+
+
 def test_theory_solved_once_across_sim_axes(tmp_path):
     """The theory does not read ``sim.*``: a sim.d axis must not multiply the theory solves."""
     spec = load_spec(_write_spec(tmp_path, textwrap.dedent("""

@@ -139,10 +139,17 @@ def test_large_lambda_gives_w_zero_and_baseline():
 
 @pytest.mark.slow
 def test_small_alpha_limit():
-    # alpha' -> 0: the data term vanishes, w -> 0 (ridge dominates)
-    cfg = _lin(lam=0.05, alpha=0.02)
-    st_ = lora.solve_linear_reduced(cfg, PRE)
-    assert st_.q < 1e-3 and st_.metrics["overlap"] < 0.5
+    # alpha' -> 0 at fixed lambda': no information (m -> 0) and q = O(alpha'): each sample is
+    # fitted on its own through the quartic loss (the prox is non-zero where 4·A has an
+    # eigenvalue above 1/v = 2 lambda'), and there are alpha'd such samples. (At lambda' = 0.05
+    # this regime is RS doubtful — most proxes have two minima — and the iteration does not
+    # converge; it is reported as such.)
+    states = [lora.solve_linear_reduced(_lin(lam=0.5, alpha=a), PRE) for a in (0.005, 0.02)]
+    for st_ in states:
+        assert st_.solver["converged"]
+        assert st_.metrics["overlap"] < 1e-3 and st_.q < 0.1
+    ratio = (states[1].q / 0.02) / (states[0].q / 0.005)
+    assert 0.8 < ratio < 1.25, ratio   # q / alpha' tends to a constant
 
 
 @pytest.mark.slow

@@ -49,8 +49,16 @@ class FixedPointSolution:
 
 def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping: float = 0.5,
                        tol: float = 1e-7, max_iter: int = 1000, max_damping: float = 0.95,
-                       throw: bool = False) -> FixedPointSolution:
-    """Iterate ``x <- damping·x + (1−damping)·step(x)`` to a fixed point (see module docstring)."""
+                       anderson: int = 0, throw: bool = False) -> FixedPointSolution:
+    """Iterate ``x <- damping·x + (1−damping)·step(x)`` to a fixed point (see module docstring).
+
+    ``anderson = m > 0`` accelerates the damped map by Anderson mixing over the last m residual
+    differences (type II; x⁺ = x + βg − (ΔX + βΔG)γ, γ = argmin‖g − ΔGγ‖, β = 1 − damping,
+    g = step(x) − x). Safeguards: an extrapolation longer than 10 damped steps is not taken; when
+    the residual exceeds 10x the best one seen, the iteration returns to the best point, clears
+    the history, increases the damping and takes a plain damped step. The fixed point and the
+    stopping rule are those of the plain map.
+    """
     start = time.perf_counter()
     x = np.asarray(x0, dtype=np.float64).copy()
     history = []
@@ -58,6 +66,9 @@ def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping:
     result = "max_iter"
     residual = np.inf
     it = 0
+    past_x: list[np.ndarray] = []
+    past_g: list[np.ndarray] = []
+    best, best_x, best_fx = np.inf, x, x
     for it in range(1, max_iter + 1):
         fx = np.asarray(step(x), dtype=np.float64)
         if not np.all(np.isfinite(fx)):
@@ -69,10 +80,37 @@ def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping:
             x = fx
             result = "converged"
             break
-        if residual > previous:  # oscillation or overshoot: damp more
+        if anderson > 0:
+            if residual < best:
+                best, best_x, best_fx = residual, x.copy(), fx.copy()
+            elif residual > 10.0 * best:
+                # Anderson residuals are not monotone; a blow-up (10x the best residual seen)
+                # returns to the best point with a plain, more damped step
+                damping = min(max_damping, 0.5 * (1.0 + damping))
+                past_x.clear()
+                past_g.clear()
+                x, fx = best_x.copy(), best_fx.copy()
+        elif residual > previous:  # oscillation or overshoot: damp more
             damping = min(max_damping, 0.5 * (1.0 + damping))
         previous = residual
-        x = damping * x + (1.0 - damping) * fx
+        beta = 1.0 - damping
+        g = fx - x
+        x_next = x + beta * g
+        if anderson > 0:
+            if past_x:
+                dX = np.stack([x - px for px in past_x], axis=1)
+                dG = np.stack([g - pg for pg in past_g], axis=1)
+                scale = np.max(np.abs(dG)) + 1e-300
+                gamma = np.linalg.lstsq(dG / scale, g / scale, rcond=1e-10)[0]
+                candidate = x_next - (dX + beta * dG) @ gamma
+                # keep the extrapolation within 10 damped steps of x
+                if np.all(np.isfinite(candidate)) and \
+                        np.max(np.abs(candidate - x)) <= 10.0 * np.max(np.abs(beta * g)):
+                    x_next = candidate
+            past_x.insert(0, x.copy())
+            past_g.insert(0, g.copy())
+            del past_x[anderson:], past_g[anderson:]
+        x = x_next
     sol = FixedPointSolution(value=x, result=result, iterations=it, residual=residual,
                              seconds=time.perf_counter() - start, history=tuple(history))
     if throw and not sol.converged:

@@ -96,17 +96,29 @@ class ResultStore:
                     yield json.load(fh)
 
 
+def _config_value(config: dict, dotted: str):
+    section, _, field = dotted.partition(".")
+    return config.get(section, {}).get(field)
+
+
 def load_table(root: str | Path):
     """Tidy ``pandas.DataFrame``: columns ``source`` (theory | simulation), ``seed`` (-1 for
     theory), the axis fields, ``metric``, ``value``, ``error`` (theory MC error; NaN for a single
-    seed), ``point_id``, ``config_digest``, ``git_commit``."""
+    seed), ``point_id``, ``config_digest``, ``git_commit``. The axis columns are the union of the
+    records' axes; a record without one of them is labelled from its resolved config."""
     import pandas as pd
 
+    records = list(ResultStore(root).records())
+    axes = sorted({key for rec in records for key in rec["point"]})
     rows = []
-    for rec in ResultStore(root).records():
+    for rec in records:
         source = "theory" if rec["kind"] == "theory" else "simulation"
         seed = -1 if rec.get("seed") is None else int(rec["seed"])
-        base = {"source": source, "seed": seed, **rec["point"], "point_id": rec["point_id"],
+        # an axis absent from this record's point (a store shared by specs with different axes)
+        # takes its value from the record's resolved config, so records are never mislabelled
+        point = {key: rec["point"].get(key, _config_value(rec.get("config", {}), key))
+                 for key in axes}
+        base = {"source": source, "seed": seed, **point, "point_id": rec["point_id"],
                 "config_digest": rec["config_digest"],
                 "git_commit": rec.get("meta", {}).get("git_commit")}
         for metric, value in rec["metrics"].items():

@@ -68,6 +68,7 @@ __all__ = ["solve", "solve_linear_reduced", "solve_curve", "test_error_mc", "lin
            "RS_DOUBT_MULTIMIN", "STEIN_THRESHOLD"]
 
 BRANCH_SEARCH_CAP = 60
+ANDERSON_MEMORY = 3        # Anderson mixing depth of the (q, m, v) iteration (THEORY.md §9)
 STEIN_THRESHOLD = 1e-3     # multi-minimum fraction above which the Stein hats are used (§9)
 RS_DOUBT_MULTIMIN = 1e-2   # multi-minimum fraction above which a point is flagged RS doubtful
 
@@ -343,13 +344,18 @@ def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = T
     cap = max_iter if max_iter is not None else cfg.theory.max_iter
     # phase 1: warm-start-only prox (cheap) to convergence; phase 2: the full multi-start map
     # from there, so that the reported fixed point is the fixed point of the full map.
+    # Phase 1 is Anderson-accelerated; a phase 1 that does not converge is reported as such
+    # without a (costly, equally failing) full phase 2.
     state["phase2"] = False
     sol1 = damped_fixed_point(step, np.asarray(x0, float), damping=cfg.theory.damping,
-                              tol=cfg.theory.tol, max_iter=cap)
-    state["phase2"] = state["full"] = True
-    sol = damped_fixed_point(step, sol1.value, damping=cfg.theory.damping,
-                             tol=cfg.theory.tol, max_iter=cap)
-    sol = dataclasses.replace(sol, iterations=sol1.iterations + sol.iterations)
+                              tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY)
+    if sol1.converged:
+        state["phase2"] = state["full"] = True
+        sol = damped_fixed_point(step, sol1.value, damping=cfg.theory.damping,
+                                 tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY)
+        sol = dataclasses.replace(sol, iterations=sol1.iterations + sol.iterations)
+    else:
+        sol = sol1
     (q, m, v), means = evaluate(sol.value, True)
     qhat, mhat, vhat, stein = _hats(S, means, q, m, v)
     al, lam, q0 = S.alpha, S.lam, S.q0

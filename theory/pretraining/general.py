@@ -29,7 +29,8 @@ only n_σ = T² + T − 2 of the T(T+1) entries carry information: the effective
 α_eff = α n_σ (α T(T+1) linear). It sets the initial point (the T12 solution at ᾱ = α_eff) and
 the near-interpolation warning.
 
-Iteration: x = (Q, M, V) with :func:`theory.fixed_point.damped_fixed_point`, in two phases: (1)
+Iteration: x = (Q, M, V) with :func:`theory.fixed_point.damped_fixed_point` (Anderson-accelerated,
+memory ``ANDERSON_MEMORY``), in two phases: (1)
 the prox is warm-started only (from Ω + V f of the previous call: cheap), (2) the full map with
 all starts (§3.2: Ω, the interpolating point, the linearised prox, the warm start), iterated to the
 tolerance again; the reported fixed point is that of the full map. MC error (§9): the whole solve
@@ -60,6 +61,7 @@ from . import priors
 __all__ = ["solve", "solve_curve", "Draws", "draw_channel", "channel_averages", "hats",
            "MULTIMIN_STEIN_THRESHOLD"]
 
+ANDERSON_MEMORY = 3   # Anderson mixing depth of the (Q, M, V) iteration (THEORY.md §9)
 MULTIMIN_STEIN_THRESHOLD = 1e-3  # §9: Stein hats when the multi-minimum fraction is ≥ this
 
 
@@ -208,7 +210,7 @@ def _solve_problem(prob: _Problem, x0) -> dict:
     """Two-phase damped iteration (module docstring) and the final evaluation at the fixed point."""
     th = prob.cfg.theory
     t0 = time.perf_counter()
-    kw = dict(damping=th.damping, tol=th.tol)
+    kw = dict(damping=th.damping, tol=th.tol, anderson=ANDERSON_MEMORY)
     sol1 = damped_fixed_point(lambda x: prob.step(x, cold=False), x0, max_iter=th.max_iter, **kw)
     x1 = sol1.value if sol1.result != "nonfinite" else np.asarray(x0, float)
     sol2 = damped_fixed_point(lambda x: prob.step(x, cold=True), x1,
