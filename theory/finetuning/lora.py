@@ -67,7 +67,7 @@ from .prox_vec import jacobi_eigh, multistart_prox
 __all__ = ["solve", "solve_linear_reduced", "solve_curve", "test_error_mc", "linear_test_error",
            "RS_DOUBT_MULTIMIN", "STEIN_THRESHOLD"]
 
-BRANCH_SEARCH_CAP = 60
+BRANCH_SEARCH_CAP = 30
 ANDERSON_MEMORY = 3        # Anderson mixing depth of the (q, m, v) iteration (THEORY.md §9)
 STEIN_THRESHOLD = 1e-3     # multi-minimum fraction above which the Stein hats are used (§9)
 RS_DOUBT_MULTIMIN = 1e-2   # multi-minimum fraction above which a point is flagged RS doubtful
