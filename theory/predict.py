@@ -50,10 +50,12 @@ def predict_pretraining(cfg: Config) -> PretrainState:
 
 
 def predict_finetuning(cfg: Config, pre: PretrainState) -> FinetuneState:
-    """Symmetric-LoRA RS fixed point (T28–T32) fed by the pre-training order parameters."""
-    if cfg.finetune.lora != "symmetric":
-        raise NotImplementedError(
-            "finetune.lora = 'general' (u vᵀ, T33) has no theory solver yet; use 'symmetric'")
+    """LoRA RS fixed point fed by the pre-training order parameters: symmetric w wᵀ (T28–T32)
+    or general u vᵀ (T33)."""
+    if cfg.finetune.lora == "general":
+        from .finetuning import general_lora
+
+        return general_lora.solve(cfg, pre)
     from .finetuning import lora
 
     return lora.solve(cfg, pre)

@@ -101,10 +101,11 @@ class _Setup:
     """Everything fixed for a given (cfg, pre): c, Δ's, and the channel arrays per key."""
 
     def __init__(self, cfg: Config, pre: PretrainState, *, reduced: bool = False,
-                 delta_train: float | None = None):
+                 delta_train: float | None = None, allow_general: bool = False):
         ft = cfg.finetune
-        if ft.lora != "symmetric":
-            raise NotImplementedError("finetune.lora = 'general' (u vᵀ, T33): no solver here")
+        if ft.lora != "symmetric" and not allow_general:
+            raise NotImplementedError("finetune.lora = 'general' (u vᵀ, T33): solved by "
+                                      "theory.finetuning.general_lora")
         if ft.reuse and cfg.model.attention != "linear":
             raise NotImplementedError(
                 "finetune.reuse = true with softmax attention needs the non-Gaussian reuse "

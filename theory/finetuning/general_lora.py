@@ -1,0 +1,395 @@
+"""RS theory of general rank-one LoRA ``S = cŜ + u vᵀ/√d`` (MODEL.md M12; THEORY.md T33).
+
+Public API
+----------
+``solve(cfg, pre, *, init=None, repeats=None) -> FinetuneState``   global RS fixed point.
+``linear_test_error(cfg, pre, c, Qw, mw)``                          T33 closed form (linear σ).
+
+Equations (re-derived from T28–T31 with K = 2 vectors W = [u, v]; notation of THEORY.md)
+----------------------------------------------------------------------------------------
+Order parameters: Q_W = WᵀW/d (2×2: q_uu, q_uv, q_vv), m_W = Wᵀw*/d ∈ R², response V_W (2×2) and
+conjugates Q̂_W, m̂_W, V̂_W. Token fields (ω_a, ν_a) = Ω_a ∈ R², Ω_a = Q_W^{1/2} Ξ_a with
+Ξ_a ~ N(0, I_2); spike field ζ_a = μ·Ξ_a + s′η_a, μ = Q_W^{-1/2} m_W, s′² = q0* − m_Wᵀ Q_W⁻¹ m_W.
+Loss (non-symmetric student score): ℓ′(Z; q_uv) = ‖σ(cB + Z_u Z_vᵀ − q_uv I) − σ(H + ζζᵀ − q0*I)‖²_F,
+Z ∈ R^{T×2}, Z_u, Z_v its columns; frozen B, H, R, ξ′ exactly as in :mod:`.lora` (T28).
+Prox: Ẑ = argmin_Z Σ_a (Z_a − Ω_a)ᵀ V_W⁻¹ (Z_a − Ω_a)/2 + ℓ′(Z), f_a = V_W⁻¹(Ẑ_a − Ω_a).
+Hats (T30 with matrices; Σ over tokens a):
+  Q̂_W = α′ E Σ_a f_a f_aᵀ,
+  m̂_W = α′ E Σ_a ∂_{ζ_a} f_a                 (Stein: α′ E Σ_a f_a η_a / s′),
+  V̂_W = −α′ sym E Σ_a ∂_{Ω_a} f_a + α′ E[∂ℓ′/∂q_uv] (off-diagonal entries only)
+        (Stein: E Σ_a ∂_{Ω_a} f_a = (E Σ_a f_a Ξ_aᵀ − E Σ_a f_a η_a μᵀ/s′) Q_W^{-1/2},
+         from E[g Ξ] = Q^{1/2} E ∇_Ω g + μ E ∂_ζ g).
+  The explicit term is 2α′ ∂Ψ′/∂Q_W restricted to the loss's dependence on q_uv; with the
+  symmetric-matrix convention dΨ = Tr(G dQ) it sits on the off-diagonal entries (q_uu, q_vv do not
+  enter ℓ′). Derivative forms: ∂Ẑ/∂Ω = H⁻¹𝕄, ∂f/∂Ω = 𝕄(H⁻¹𝕄 − I), ∂Ẑ/∂ζ = −H⁻¹ ∂_ζ∇_Zℓ′,
+  𝕄 = I_T ⊗ V_W⁻¹, H = 𝕄 + ∇²_Zℓ′(Ẑ).
+Prior (penalty λ′(|u|² + |v|²)/2): V_W = (λ′I + V̂_W)⁻¹, m_W = q0* V_W m̂_W,
+Q_W = V_W (q0* m̂_W m̂_Wᵀ + Q̂_W) V_W.
+Outputs (MODEL.md M14): q = √(q_uu q_vv), m = sign(m_u m_v)√|m_u m_v|, overlap = |m|/√(q q0*);
+objective = α′·train + λ′(q_uu + q_vv)/2; the test error on fresh sequences by MC of the T32
+formula with the general score, or (linear σ) the exact Wick form of T33:
+T(T+1)(Δ_eff + q0*²) + T² q_uu q_vv + T q_uv² − 2T(T+1) m_u m_v.
+RS stability: λ_AT = α′ E‖I − H⁻¹𝕄‖²_F < 1 (the scalar form of :mod:`.lora` with v → V_W).
+Symmetries: (u, v) → (−u, −v) (m_W → −m_W); u ↔ v. The penalty breaks (cu, v/c): |u| = |v| at
+stationarity, so q_uu = q_vv at the fixed point (checked in the tests).
+
+Scope: fresh sequences, random or ``smallest_score`` selection (the frozen-background law of T36 is
+unchanged); ``reuse = true`` with general LoRA is not covered (raises, as for softmax reuse).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..config import Config
+from ..fixed_point import damped_fixed_point
+from ..states import FinetuneState, PretrainState
+from . import noise
+from .lora import ANDERSON_MEMORY, BRANCH_SEARCH_CAP, RS_DOUBT_MULTIMIN, STEIN_THRESHOLD, _Setup
+from .prox_vec import jacobi_eigh, multistart_prox
+
+__all__ = ["solve", "linear_test_error"]
+
+
+# ------------------------------------------------------------------------------------------------
+# small 2×2 helpers (numpy, outside jit)
+# ------------------------------------------------------------------------------------------------
+def _sym(A):
+    return 0.5 * (A + A.T)
+
+
+def _sqrtm(Q):
+    w, U = np.linalg.eigh(Q)
+    return (U * np.sqrt(np.maximum(w, 0.0))) @ U.T
+
+
+def _unpack(x):
+    """x = (q_uu, q_uv, q_vv, m_u, m_v, V_uu, V_uv, V_vv) -> (Q, m, V)."""
+    Q = np.array([[x[0], x[1]], [x[1], x[2]]])
+    V = np.array([[x[5], x[6]], [x[6], x[7]]])
+    return Q, np.array([x[3], x[4]]), V
+
+
+def _pack(Q, m, V):
+    return np.array([Q[0, 0], Q[0, 1], Q[1, 1], m[0], m[1], V[0, 0], V[0, 1], V[1, 1]])
+
+
+def _sanitize(x, q0):
+    """Q, V projected on PD matrices (eigenvalues ≥ 1e-10), m shrunk so that mᵀQ⁻¹m < q0*."""
+    Q, m, V = _unpack(np.asarray(x, float))
+    w, U = np.linalg.eigh(_sym(Q))
+    Q = (U * np.maximum(w, 1e-10)) @ U.T
+    w, U = np.linalg.eigh(_sym(V))
+    V = (U * np.maximum(w, 1e-12)) @ U.T
+    r = float(m @ np.linalg.solve(Q, m))
+    if r >= q0 * (1 - 1e-9):
+        m = m * math.sqrt(q0 * (1 - 1e-9) / r)
+    return Q, m, V
+
+
+# ------------------------------------------------------------------------------------------------
+# jitted channel
+# ------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _channel_fn(kind: str, beta: float, T: int):
+    sig = (lambda H: jax.nn.softmax(beta * H, axis=-1)) if kind == "softmax" else (lambda H: H)
+    eye = jnp.eye(T)
+
+    def loss(z, quv, zeta, Sst, Htea, q0):                  # ℓ′(Z; q_uv), z = Z.reshape(2T)
+        Z = z.reshape(T, 2)
+        Y = sig(Htea + jnp.outer(zeta, zeta) - q0 * eye)
+        P = sig(Sst + jnp.outer(Z[:, 0], Z[:, 1]) - quv * eye)
+        return jnp.sum((P - Y) ** 2)
+
+    def obj(z, p):
+        omega, Vinv, quv, zeta, Sst, Htea, q0 = p
+        dz = z.reshape(T, 2) - omega
+        return 0.5 * jnp.sum((dz @ Vinv) * dz) + loss(z, quv, zeta, Sst, Htea, q0)
+
+    def A_base(zeta, Sst, Htea, q0):
+        if kind == "softmax":
+            Y = sig(Htea + jnp.outer(zeta, zeta) - q0 * eye)
+            L = jnp.log(Y) / beta
+            X = (L - L.mean(-1, keepdims=True)) - (Sst - Sst.mean(-1, keepdims=True))
+            return 0.5 * (X + X.T)
+        return Htea - Sst + jnp.outer(zeta, zeta) - q0 * eye
+
+    def hats_one(z, Xi, eta, omega, zeta, Sst, Htea, Vinv, quv, q0):
+        p = (omega, Vinv, quv, zeta, Sst, Htea, q0)
+        f = (z.reshape(T, 2) - omega) @ Vinv                        # (T, 2)
+        H = jax.hessian(obj)(z, p)
+        lam, U = jacobi_eigh(H)
+        Hinv = (U / lam) @ U.T
+        Mbig = jnp.kron(eye, Vinv)
+        dfdO = Mbig @ (Hinv @ Mbig - jnp.eye(2 * T))                # ∂f/∂Ω (2T × 2T)
+        divw = jnp.einsum("aiaj->ij", dfdO.reshape(T, 2, T, 2))     # Σ_a ∂f_a/∂Ω_a
+        Jz = jax.jacfwd(jax.grad(loss, argnums=0), argnums=2)(z, quv, zeta, Sst, Htea, q0)
+        dfdz = -(Mbig @ Hinv @ Jz)                                  # ∂f/∂ζ (2T × T)
+        divz = jnp.einsum("aia->i", dfdz.reshape(T, 2, T))          # Σ_a ∂f_a/∂ζ_a
+        train = loss(z, quv, zeta, Sst, Htea, q0)
+        return dict(ff=f.T @ f, fxi=f.T @ Xi, feta=f.T @ eta, divw=divw, divz=divz,
+                    dq=jax.grad(loss, argnums=1)(z, quv, zeta, Sst, Htea, q0), train=train,
+                    F=obj(z, p), at=jnp.sum((jnp.eye(2 * T) - Hinv @ Mbig) ** 2))
+
+    @functools.partial(jax.jit, static_argnames=("full",))
+    def run(Qh, Vinv, quv, mu, sp, q0, warm, data, full=True):
+        """Qh = Q_W^{1/2}; returns the sample means of the hat ingredients and Ẑ (N, 2T)."""
+        Xi, eta, Sst, Htea = data["Xi"], data["eta"], data["Sst"], data["Htea"]
+        omega = Xi @ Qh                                              # rows Ω_a = Q^{1/2}Ξ_a
+        zeta = Xi @ mu + sp * eta
+        n = omega.shape[0]
+        if full:
+            A = jax.vmap(A_base, in_axes=(0, 0, 0, None))(zeta, Sst, Htea, q0) + quv * eye
+            lam, U = jacobi_eigh(A)
+            top = U[:, :, -1] * jnp.sqrt(jnp.maximum(lam[:, -1], 0.0))[:, None]
+            bot = U[:, :, 0] * jnp.sqrt(jnp.maximum(-lam[:, 0], 0.0))[:, None]
+            st = [omega, jnp.stack([top, top], -1), jnp.stack([-top, -top], -1),
+                  jnp.stack([bot, -bot], -1), warm.reshape(n, T, 2)]
+            starts = jnp.stack([s.reshape(n, 2 * T) for s in st], axis=1)
+        else:
+            starts = warm[:, None, :]
+        p = (omega, jnp.broadcast_to(Vinv, (n, 2, 2)), jnp.full((n,), quv), zeta, Sst, Htea,
+             jnp.full((n,), q0))
+        r = multistart_prox(obj, starts, p)
+        z = r["z"]
+        outs = jax.vmap(hats_one, in_axes=(0, 0, 0, 0, 0, 0, 0, None, None, None))(
+            z, Xi, eta, omega, zeta, Sst, Htea, Vinv, quv, q0)
+        outs.update(nonconvex=r["nonconvex"].astype(jnp.float64),
+                    multimin=r["multimin"].astype(jnp.float64),
+                    unconv=(~r["converged"]).astype(jnp.float64))
+        return {k: jnp.mean(v, axis=0) for k, v in outs.items()}, z
+
+    return run
+
+
+@functools.lru_cache(maxsize=None)
+def _test_fn(kind: str, beta: float, T: int):
+    sig = (lambda H: jax.nn.softmax(beta * H, axis=-1)) if kind == "softmax" else (lambda H: H)
+    eye = jnp.eye(T)
+
+    @jax.jit
+    def run(Qh, quv, mu, sp, q0, Xi, eta, St, Ht, Nt):
+        omega = Xi @ Qh
+        zeta = Xi @ mu + sp * eta
+        P = sig(St + omega[:, :, 0, None] * omega[:, None, :, 1] - quv * eye)
+        tea = Ht + zeta[:, :, None] * zeta[:, None, :] - q0 * eye
+        return (jnp.sum((P - sig(tea + Nt)) ** 2, axis=(-1, -2)),
+                jnp.sum((P - sig(tea)) ** 2, axis=(-1, -2)))
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------------
+# setup, data, one branch
+# ------------------------------------------------------------------------------------------------
+def _data(S: _Setup, key) -> dict:
+    """The frozen draws of :class:`.lora._Setup` plus a second token field (Ξ ∈ R^{T×2})."""
+    base = S.data(key)
+    n = base["xi_t"].shape[0]
+    n2 = (n + 1) // 2
+    x2 = jax.random.normal(jax.random.fold_in(key, 101), (n2, S.T))
+    second = jnp.concatenate([x2, x2])[:n]
+    Xi = jnp.stack([base["xi_t"], second], axis=-1)                 # (N, T, 2)
+    return dict(Xi=Xi, eta=base["eta"], Sst=base["Sst"], Htea=base["Htea"], St=base["St"],
+                Ht=base["Ht"], Nt=base["Nt"])
+
+
+def _fields(Q, m, q0):
+    Qh = _sqrtm(Q)
+    mu = np.linalg.solve(Qh, m)
+    sp = math.sqrt(max(q0 - float(m @ np.linalg.solve(Q, m)), 0.0))
+    return Qh, mu, sp
+
+
+def _hats(S: _Setup, means: dict, Q, m):
+    al, q0 = S.alpha, S.q0
+    Qh, mu, sp = _fields(Q, m, q0)
+    Qhat = al * _sym(np.asarray(means["ff"]))
+    stein = float(means["multimin"]) >= STEIN_THRESHOLD and sp > 1e-8
+    if stein:
+        feta = np.asarray(means["feta"])
+        mhat = al * feta / sp
+        EdfdO = (np.asarray(means["fxi"]) - np.outer(feta, mu) / sp) @ np.linalg.inv(Qh)
+    else:
+        mhat = al * np.asarray(means["divz"])
+        EdfdO = np.asarray(means["divw"])
+    Vhat = -al * _sym(EdfdO)
+    explicit = al * float(means["dq"])
+    Vhat = Vhat + np.array([[0.0, explicit], [explicit, 0.0]])
+    return Qhat, mhat, Vhat, stein
+
+
+def _prior(S: _Setup, Qhat, mhat, Vhat):
+    """T33 prior: V = (λ′I + V̂)⁻¹, m = q0* V m̂, Q = V(q0* m̂m̂ᵀ + Q̂)V."""
+    A = S.lam * np.eye(2) + _sym(Vhat)
+    w, U = np.linalg.eigh(A)
+    V = (U / np.maximum(w, 1e-10)) @ U.T
+    return V, S.q0 * V @ mhat, V @ (S.q0 * np.outer(mhat, mhat) + Qhat) @ V
+
+
+def _solve_branch(S: _Setup, data, x0, warm0=None, *, max_iter=None):
+    cfg = S.cfg
+    T = S.T
+    run = _channel_fn("linear" if S.linear else "softmax", S.beta, T)
+    state = dict(warm=(jnp.zeros((S.n, 2 * T)) if warm0 is None else warm0),
+                 full=warm0 is None, phase2=False)
+
+    def evaluate(x, full):
+        Q, m, V = _sanitize(x, S.q0)
+        Qh, mu, sp = _fields(Q, m, S.q0)
+        means, z = run(jnp.asarray(Qh), jnp.asarray(np.linalg.inv(V)), float(Q[0, 1]),
+                       jnp.asarray(mu), sp, S.q0, state["warm"], data, full=full)
+        state["warm"] = z
+        return (Q, m, V), means
+
+    def step(x):
+        full, state["full"] = state["full"], state["phase2"]
+        (Q, m, V), means = evaluate(x, full)
+        Qhat, mhat, Vhat, _ = _hats(S, means, Q, m)
+        Vn, mn, Qn = _prior(S, Qhat, mhat, Vhat)
+        return _pack(Qn, mn, Vn)
+
+    t0 = time.perf_counter()
+    cap = max_iter if max_iter is not None else cfg.theory.max_iter
+    kw = dict(damping=cfg.theory.damping, tol=cfg.theory.tol, anderson=ANDERSON_MEMORY)
+    sol1 = damped_fixed_point(step, np.asarray(x0, float), max_iter=cap, **kw)
+    sol = sol1
+    if sol1.converged:
+        state["phase2"] = state["full"] = True
+        sol = damped_fixed_point(step, sol1.value, max_iter=cap, **kw)
+        iterations = sol1.iterations + sol.iterations
+    else:
+        iterations = sol1.iterations
+    (Q, m, V), means = evaluate(sol.value, True)
+    Qhat, mhat, Vhat, stein = _hats(S, means, Q, m)
+    al, lam, q0 = S.alpha, S.lam, S.q0
+    train = float(means["train"])
+    objective = al * train + lam * (Q[0, 0] + Q[1, 1]) / 2
+    q = math.sqrt(Q[0, 0] * Q[1, 1])
+    prod = float(m[0] * m[1])
+    m_eff = math.copysign(math.sqrt(abs(prod)), prod)
+    res = dict(x=_pack(Q, m, V), Q=Q, mW=m, V=V, Qhat=Qhat, mhat=mhat, Vhat=Vhat, q=q, m=m_eff,
+               v=float(np.trace(V) / 2), train=train, objective=objective,
+               overlap=(abs(m_eff) / math.sqrt(q * q0) if q > 0 else 0.0),
+               lambda_AT=al * float(means["at"]), frac_nonconvex=float(means["nonconvex"]),
+               frac_multimin=float(means["multimin"]), stein_hats=stein,
+               converged=sol.converged, iterations=iterations, residual=sol.residual,
+               seconds=time.perf_counter() - t0)
+    res["rs_doubtful"] = bool(res["lambda_AT"] >= 1.0 or res["frac_multimin"] > RS_DOUBT_MULTIMIN)
+    return res, state["warm"]
+
+
+def linear_test_error(cfg: Config, pre: PretrainState, c: float, Q, m) -> float:
+    """(T33) T(T+1)(Δ_eff(c) + q0*²) + T² q_uu q_vv + T q_uv² − 2T(T+1) m_u m_v (Wick)."""
+    T, q0 = cfg.model.T, cfg.finetune.q0star
+    return float(T * (T + 1) * (noise.delta_eff(cfg, pre, c) + q0 * q0) + T * T * Q[0, 0] * Q[1, 1]
+                 + T * Q[0, 1] ** 2 - 2 * T * (T + 1) * m[0] * m[1])
+
+
+def _test_errors(S: _Setup, data, Q, m):
+    if S.linear:
+        t = linear_test_error(S.cfg, S.pre, S.c, Q, m)
+        return t, t - S.T * (S.T + 1) * S.dp / 2, 0.0, 0.0
+    Qh, mu, sp = _fields(Q, m, S.q0)
+    e, ec = _test_fn("softmax", S.beta, S.T)(jnp.asarray(Qh), float(Q[0, 1]), jnp.asarray(mu),
+                                             sp, S.q0, data["Xi"], data["eta"], data["St"],
+                                             data["Ht"], data["Nt"])
+    e, ec = np.asarray(e), np.asarray(ec)
+    n = e.size
+    return (float(e.mean()), float(ec.mean()), float(e.std(ddof=1) / math.sqrt(n)),
+            float(ec.std(ddof=1) / math.sqrt(n)))
+
+
+def _initial_points(S: _Setup):
+    q0 = S.q0
+    v0 = 1.0 / (S.lam + 4.0 * S.alpha * S.T + 1.0)
+    V0 = v0 * np.eye(2)
+    Qi = q0 * np.array([[1.0, 0.9], [0.9, 1.0]])
+    return [("informative", _pack(Qi, 0.85 * q0 * np.ones(2), V0)),
+            ("uninformative", _pack(0.5 * q0 * np.eye(2), 1e-3 * q0 * np.ones(2), V0))]
+
+
+def _record(r: dict) -> dict:
+    keep = ("q", "m", "v", "overlap", "objective", "train", "lambda_AT", "frac_nonconvex",
+            "frac_multimin", "stein_hats", "rs_doubtful", "converged", "iterations", "label",
+            "start")
+    out = {k: r[k] for k in keep}
+    out.update(q_uu=float(r["Q"][0, 0]), q_uv=float(r["Q"][0, 1]), q_vv=float(r["Q"][1, 1]),
+               m_u=float(r["mW"][0]), m_v=float(r["mW"][1]))
+    return out
+
+
+def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = None) -> FinetuneState:
+    """General-LoRA RS fixed point (T33) and its outputs; branches, selection and MC repeats as
+    in :func:`.lora.solve`. ``init``: an 8-vector (q_uu, q_uv, q_vv, m_u, m_v, V_uu, V_uv, V_vv)."""
+    if cfg.finetune.reuse:
+        raise NotImplementedError("finetune.lora = 'general' with reuse = true is not covered "
+                                  "(needs T34/T35 with K = 2)")
+    t0 = time.perf_counter()
+    S = _Setup(cfg, pre, allow_general=True)
+    key = jax.random.PRNGKey(cfg.theory.seed)
+    data = _data(S, key)
+    starts = [(n, x) for n, x in _initial_points(S)]
+    if init is not None:
+        starts = [("init", np.asarray(init, float))] + starts
+    found = []
+    for index, (name, x0) in enumerate(starts):
+        cap = None if index == 0 else min(BRANCH_SEARCH_CAP, cfg.theory.max_iter)
+        r, z = _solve_branch(S, data, x0, max_iter=cap)
+        if index > 0 and not r["converged"]:
+            continue
+        r["start"], r["label"] = name, ("informative" if r["overlap"] > 0.05 else "uninformative")
+        if all(abs(r["q"] - f["q"]) > 1e-3 * (1 + f["q"]) or abs(r["m"] - f["m"]) > 1e-3 * (1 + abs(f["m"]))
+               for f in found):
+            found.append(r)
+    found.sort(key=lambda r: r["objective"])
+    best = found[0]
+    R = cfg.theory.mc_repeats if repeats is None else repeats
+    reps, all_conv = [(best, data)], best["converged"]
+    for i in range(1, R):
+        d_i = _data(S, jax.random.fold_in(key, i))
+        r_i, _ = _solve_branch(S, d_i, best["x"])
+        all_conv &= r_i["converged"]
+        reps.append((r_i, d_i))
+    rows = []
+    for r, d in reps:
+        t, tc, se, sec = _test_errors(S, d, r["Q"], r["mW"])
+        rows.append(dict(q=r["q"], m=r["m"], overlap=r["overlap"], train_error=r["train"],
+                         objective=r["objective"], test_error=t, test_error_clean=tc, se=se,
+                         sec=sec))
+    keys = ["q", "m", "overlap", "train_error", "objective", "test_error", "test_error_clean"]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    err = {k: (float(np.std([r[k] for r in rows], ddof=1) / math.sqrt(R)) if R > 1 else 0.0)
+           for k in keys}
+    if not S.linear:
+        for k, kk in (("test_error", "se"), ("test_error_clean", "sec")):
+            within = math.sqrt(np.mean([r[kk] ** 2 for r in rows]) / R)
+            err[k] = math.sqrt(err[k] ** 2 + within ** 2)
+    base, _, base_e, _ = noise.baseline_error(cfg, pre, S.c)
+    metrics = dict(mean, q0star=S.q0, baseline_error=base)
+    err.update(baseline_error=base_e, q0star=0.0)
+    flags = []
+    if not all_conv:
+        flags.append("fine-tuning fixed point not converged")
+    if best["rs_doubtful"]:
+        flags.append(f"RS doubtful: lambda_AT = {best['lambda_AT']:.3g}, multi-minimum fraction "
+                     f"{best['frac_multimin']:.3g}")
+    if len(found) > 1:
+        flags.append(f"{len(found)} fixed points found; the lowest objective is reported")
+    solver = dict(converged=bool(all_conv), iterations=best["iterations"],
+                  residual=float(best["residual"]), seconds=time.perf_counter() - t0,
+                  branch=best["label"], n_branches=len(found), lambda_AT=best["lambda_AT"],
+                  frac_nonconvex=best["frac_nonconvex"], frac_multimin=best["frac_multimin"],
+                  stein_hats=best["stein_hats"], rs_doubtful=best["rs_doubtful"], mc_repeats=R,
+                  kind="general-" + ("linear" if S.linear else "softmax"), order_parameters=_record(best))
+    return FinetuneState(q=mean["q"], m=mean["m"], v=best["v"], qhat=float(np.trace(best["Qhat"]) / 2),
+                         mhat=float(np.mean(best["mhat"])), vhat=float(np.trace(best["Vhat"]) / 2),
+                         c=S.c, delta_eff=S.delta_eff, delta_eff_train=S.delta_eff_train,
+                         metrics=metrics, mc_err=err, solver=solver,
+                         branches=tuple(_record(r) for r in found), flags=tuple(flags))
