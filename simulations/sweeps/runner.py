@@ -183,7 +183,7 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
 
         if scheduler is None:
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=40)
+                                   dashboard_address=":0", silence_logs=40)
             client = Client(cluster)
         else:
             client = Client(scheduler)
