@@ -51,7 +51,8 @@ from ..config import Config
 from ..fixed_point import damped_fixed_point
 from ..states import FinetuneState, PretrainState
 from . import noise
-from .lora import ANDERSON_MEMORY, BRANCH_SEARCH_CAP, RS_DOUBT_MULTIMIN, STEIN_THRESHOLD, _Setup
+from .lora import (ANDERSON_MEMORY, BRANCH_SEARCH_CAP, RS_DOUBT_MULTIMIN, STEIN_THRESHOLD,
+                   _aggregate, _distinct, _flags, _label, _Setup)
 from .prox_vec import jacobi_eigh, multistart_prox
 
 __all__ = ["solve", "linear_test_error"]
@@ -344,9 +345,8 @@ def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = N
         r, z = _solve_branch(S, data, x0, max_iter=cap)
         if index > 0 and not r["converged"]:
             continue
-        r["start"], r["label"] = name, ("informative" if r["overlap"] > 0.05 else "uninformative")
-        if all(abs(r["q"] - f["q"]) > 1e-3 * (1 + f["q"]) or abs(r["m"] - f["m"]) > 1e-3 * (1 + abs(f["m"]))
-               for f in found):
+        r["start"], r["label"] = name, _label(r)
+        if all(_distinct(r, f) for f in found):
             found.append(r)
     found.sort(key=lambda r: r["objective"])
     best = found[0]
@@ -361,34 +361,17 @@ def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = N
     for r, d in reps:
         t, tc, se, sec = _test_errors(S, d, r["Q"], r["mW"])
         rows.append(dict(q=r["q"], m=r["m"], overlap=r["overlap"], train_error=r["train"],
-                         objective=r["objective"], test_error=t, test_error_clean=tc, se=se,
-                         sec=sec))
-    keys = ["q", "m", "overlap", "train_error", "objective", "test_error", "test_error_clean"]
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-    err = {k: (float(np.std([r[k] for r in rows], ddof=1) / math.sqrt(R)) if R > 1 else 0.0)
-           for k in keys}
-    if not S.linear:
-        for k, kk in (("test_error", "se"), ("test_error_clean", "sec")):
-            within = math.sqrt(np.mean([r[kk] ** 2 for r in rows]) / R)
-            err[k] = math.sqrt(err[k] ** 2 + within ** 2)
-    base, _, base_e, _ = noise.baseline_error(cfg, pre, S.c)
-    metrics = dict(mean, q0star=S.q0, baseline_error=base)
-    err.update(baseline_error=base_e, q0star=0.0)
-    flags = []
-    if not all_conv:
-        flags.append("fine-tuning fixed point not converged")
-    if best["rs_doubtful"]:
-        flags.append(f"RS doubtful: lambda_AT = {best['lambda_AT']:.3g}, multi-minimum fraction "
-                     f"{best['frac_multimin']:.3g}")
-    if len(found) > 1:
-        flags.append(f"{len(found)} fixed points found; the lowest objective is reported")
+                         objective=r["objective"], test_error=t, test_error_clean=tc,
+                         se_test=se, se_clean=sec))
+    metrics, err = _aggregate(S, rows)
+    flags = _flags(all_conv, best, len(found))
     solver = dict(converged=bool(all_conv), iterations=best["iterations"],
                   residual=float(best["residual"]), seconds=time.perf_counter() - t0,
                   branch=best["label"], n_branches=len(found), lambda_AT=best["lambda_AT"],
                   frac_nonconvex=best["frac_nonconvex"], frac_multimin=best["frac_multimin"],
                   stein_hats=best["stein_hats"], rs_doubtful=best["rs_doubtful"], mc_repeats=R,
                   kind="general-" + ("linear" if S.linear else "softmax"), order_parameters=_record(best))
-    return FinetuneState(q=mean["q"], m=mean["m"], v=best["v"], qhat=float(np.trace(best["Qhat"]) / 2),
+    return FinetuneState(q=metrics["q"], m=metrics["m"], v=best["v"], qhat=float(np.trace(best["Qhat"]) / 2),
                          mhat=float(np.mean(best["mhat"])), vhat=float(np.trace(best["Vhat"]) / 2),
                          c=S.c, delta_eff=S.delta_eff, delta_eff_train=S.delta_eff_train,
                          metrics=metrics, mc_err=err, solver=solver,

@@ -449,8 +449,9 @@ def _find_branches(S: _Setup, data: dict, starts, *, explicit_q=True):
     return found
 
 
-def _state_from(S: _Setup, best: dict, branches, rep_metrics, extra_solver, flags):
-    cfg = S.cfg
+def _aggregate(S: _Setup, rep_metrics) -> tuple[dict, dict]:
+    """Metrics averaged over the MC repeats, with their errors (spread over repeats ⊕ the
+    within-draw error of the sampled test formula), plus baseline_error and q0star."""
     keys = ["q", "m", "overlap", "train_error", "objective", "test_error", "test_error_clean"]
     mean = {k: float(np.mean([r[k] for r in rep_metrics])) for k in keys}
     R = len(rep_metrics)
@@ -460,15 +461,31 @@ def _state_from(S: _Setup, best: dict, branches, rep_metrics, extra_solver, flag
         for k, kk in (("test_error", "se_test"), ("test_error_clean", "se_clean")):
             within = math.sqrt(np.mean([r[kk] ** 2 for r in rep_metrics]) / R)
             err[k] = math.sqrt(err[k] ** 2 + within ** 2)
-    base, base_c, base_e, _ = noise.baseline_error(cfg, S.pre, S.c)
+    base, _, base_e, _ = noise.baseline_error(S.cfg, S.pre, S.c)
     metrics = dict(mean, q0star=S.q0, baseline_error=base)
-    err["baseline_error"] = base_e
-    err["q0star"] = 0.0
-    solver = dict(extra_solver)
-    return FinetuneState(q=mean["q"], m=mean["m"], v=best["v"], qhat=best["qhat"],
+    err.update(baseline_error=base_e, q0star=0.0)
+    return metrics, err
+
+
+def _flags(all_converged: bool, best: dict, n_found: int) -> list[str]:
+    """The diagnostics a fine-tuning state carries (never a silent doubtful answer)."""
+    flags = []
+    if not all_converged:
+        flags.append("fine-tuning fixed point not converged")
+    if best["rs_doubtful"]:
+        flags.append(f"RS doubtful: lambda_AT = {best['lambda_AT']:.3g}, multi-minimum fraction "
+                     f"{best['frac_multimin']:.3g}")
+    if n_found > 1:
+        flags.append(f"{n_found} fixed points found; the lowest objective is reported")
+    return flags
+
+
+def _state_from(S: _Setup, best: dict, branches, rep_metrics, extra_solver, flags):
+    metrics, err = _aggregate(S, rep_metrics)
+    return FinetuneState(q=metrics["q"], m=metrics["m"], v=best["v"], qhat=best["qhat"],
                          mhat=best["mhat"], vhat=best["vhat"], c=S.c, delta_eff=S.delta_eff,
                          delta_eff_train=S.delta_eff_train, metrics=metrics, mc_err=err,
-                         solver=solver, branches=tuple(branches), flags=tuple(flags))
+                         solver=dict(extra_solver), branches=tuple(branches), flags=tuple(flags))
 
 
 def _branch_record(r: dict) -> dict:
@@ -506,14 +523,7 @@ def _solve_setup(S: _Setup, *, init=None, repeats=None, explicit_q=True) -> Fine
         r_i, _ = _solve_branch(S, d_i, x_best, None, explicit_q=explicit_q)
         all_conv &= r_i["converged"]
         reps.append(_metrics_of(S, d_i, r_i))
-    flags = []
-    if not all_conv:
-        flags.append("fine-tuning fixed point not converged")
-    if best["rs_doubtful"]:
-        flags.append(f"RS doubtful: lambda_AT = {best['lambda_AT']:.3g}, multi-minimum fraction "
-                     f"{best['frac_multimin']:.3g}")
-    if len(found) > 1:
-        flags.append(f"{len(found)} fixed points found; the lowest objective is reported")
+    flags = _flags(all_conv, best, len(found))
     extra = dict(converged=bool(all_conv), iterations=best["iterations"],
                  residual=float(best["residual"]), seconds=time.perf_counter() - t0,
                  branch=best["label"], n_branches=len(found), lambda_AT=best["lambda_AT"],
