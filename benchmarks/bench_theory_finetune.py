@@ -6,7 +6,8 @@
    evaluation (one fixed-point iteration) per point on 2–3 points, compared with one jitted
    channel evaluation of :mod:`theory.finetuning.lora` on the same draws. Prints the ratio.
 
-Usage: python benchmarks/bench_theory_finetune.py [--n 2000] [--points 30]
+Usage: python benchmarks/bench_theory_finetune.py [--n 2000] [--points 30] [--lam 0.05]
+       [--skip-curve]
 """
 
 from __future__ import annotations
@@ -56,18 +57,24 @@ def main():
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--points", type=int, default=30)
     ap.add_argument("--precursor-n", type=int, default=200)
+    ap.add_argument("--lam", type=float, default=0.05, help="finetune.lam of the curve")
+    ap.add_argument("--skip-curve", action="store_true", help="only the precursor ratio")
     args = ap.parse_args()
-    cfg = Config().replace(theory={"mc_samples": args.n, "mc_repeats": 1, "tol": 1e-5})
+    cfg = Config().replace(theory={"mc_samples": args.n, "mc_repeats": 1, "tol": 1e-5},
+                           finetune={"lam": args.lam})
     alphas = np.linspace(0.5, 6.0, args.points)
-    lora.solve_curve(cfg, PRE, alphas[:2])                       # compile
-    t = time.perf_counter()
-    out = lora.solve_curve(cfg, PRE, alphas)
-    t_curve = time.perf_counter() - t
-    print(f"{args.points}-point softmax curve (N = {args.n}): {t_curve:.1f} s; spinodals: "
-          f"{out['spinodals']}")
-    for a, s in zip(out["alphas"], out["states"]):
-        print(f"  alpha'={a:.2f} q={s.q:.4f} m={s.m:.4f} o={s.metrics['overlap']:.4f} "
-              f"test={s.metrics['test_error']:.4f} branches={s.solver['n_branches']}")
+    if not args.skip_curve:
+        lora.solve_curve(cfg, PRE, alphas[:2])                       # compile
+        t = time.perf_counter()
+        out = lora.solve_curve(cfg, PRE, alphas)
+        t_curve = time.perf_counter() - t
+        print(f"{args.points}-point softmax curve (N = {args.n}, lam' = {args.lam}): {t_curve:.1f} s;"
+              f" spinodals: {out['spinodals']}", flush=True)
+        for a, s in zip(out["alphas"], out["states"]):
+            print(f"  alpha'={a:.2f} q={s.q:.4f} m={s.m:.4f} o={s.metrics['overlap']:.4f} "
+                  f"test={s.metrics['test_error']:.4f} branches={s.solver['n_branches']} "
+                  f"iterations={s.solver['iterations']} converged={s.solver['converged']} "
+                  f"rs_doubtful={s.solver['rs_doubtful']}", flush=True)
     # one channel evaluation: jax vs precursor loops, same draws, per sample
     S = lora._Setup(cfg, PRE)
     data = S.data(jax.random.PRNGKey(0))

@@ -9,21 +9,21 @@ target attention ``A* = σ(h(X;S*) + ξ)``. Since the values label is a determin
 ``(1/d)‖A X − A* X‖²_F = Tr[(A − A*) G (A − A*)ᵀ]``, ``G = X Xᵀ/d`` (THEORY T5);
 :func:`values_labels` returns the full ``y`` when it is wanted.
 
-Selection rules (M13). A rule is a function ``rule(X, S_hat, B) -> scores (n,)`` that sees only
-the sequences, the frozen backbone ``S_hat`` and its precomputed frozen scores ``B = h(X; S_hat)``;
-the pool keeps the ``n'`` sequences with the *smallest* scores (stable order, so ties keep pool
-order). To add a rule: write the function, register it in :data:`SELECTION_RULE_FUNCTIONS`, and add
-its name to ``theory.config.SELECTION_RULES`` (and implement its theory in
-``theory/finetuning/selection.py``).
+Selection rules (M13). A rule scores a pool sequence through its frozen operating point c·B,
+``B = h(X; S_hat)``; the pool keeps the ``n'`` sequences with the *smallest* scores (stable order,
+so ties keep pool order). The rules live in ``theory/finetuning/selection.py`` (one implementation
+for simulation and theory); to add one, write it there and add its name to
+``theory.config.SELECTION_RULES``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from theory.finetuning import selection
 from theory.gaussian import goe
 
 from . import model
@@ -31,7 +31,7 @@ from . import model
 __all__ = [
     "PURPOSES", "purpose_key", "sequences", "score_noise", "teacher_factor", "spike",
     "PretrainData", "FinetuneData", "pretrain_data", "finetune_data", "values_labels",
-    "SELECTION_RULE_FUNCTIONS", "select",
+    "select",
 ]
 
 # Every random draw of one seed has its own purpose; keys are derived by fold_in with the index,
@@ -127,35 +127,14 @@ def finetune_data(X, noise, h_base, B, w_star, *, attention: str, beta: float,
 # --------------------------------------------------------------------------------------------
 # active selection (M13)
 # --------------------------------------------------------------------------------------------
-def _rule_random(X, S_hat, B):
-    """Baseline: a constant score, so the (i.i.d.) pool order decides: a uniformly random subset."""
-    return jnp.zeros(X.shape[0], dtype=X.dtype)
-
-
-def _rule_smallest_score(X, S_hat, B):
-    """Default rule: keep the sequences with the smallest frozen score ‖h(X;Ŝ)‖_F."""
-    return jnp.sqrt(jnp.sum(B * B, axis=(-1, -2)))
-
-
-def _rule_largest_score(X, S_hat, B):
-    """Keep the sequences with the largest ‖h(X;Ŝ)‖_F."""
-    return -jnp.sqrt(jnp.sum(B * B, axis=(-1, -2)))
-
-
-SelectionRule = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
-
-SELECTION_RULE_FUNCTIONS: dict[str, SelectionRule] = {
-    "random": _rule_random,
-    "smallest_score": _rule_smallest_score,
-    "largest_score": _rule_largest_score,
-}
-
-
-def select(rule: str, X: jax.Array, S_hat: jax.Array, B: jax.Array, n_keep: int) -> jax.Array:
+def select(rule: str, X: jax.Array, S_hat: jax.Array, B: jax.Array, n_keep: int, *,
+           c: float = 1.0, beta: float | None = None) -> jax.Array:
     """(M13) Indices (sorted by score, stable) of the ``n_keep`` pool sequences with the smallest
-    rule score. ``rule`` names an entry of :data:`SELECTION_RULE_FUNCTIONS`."""
-    if rule not in SELECTION_RULE_FUNCTIONS:
-        raise ValueError(f"selection rule {rule!r} is not implemented in simulations/data.py; "
-                         f"known: {', '.join(SELECTION_RULE_FUNCTIONS)}")
-    scores = SELECTION_RULE_FUNCTIONS[rule](X, S_hat, B)
+    rule score. The rules are those of ``theory/finetuning/selection.py`` (one implementation for
+    simulation and theory); they see a sequence through its frozen operating point c·B,
+    B = h(X;Ŝ); ``beta`` is the softmax inverse temperature (None: linear attention)."""
+    if rule not in selection.RULES:
+        raise ValueError(f"selection rule {rule!r} is not implemented; known: "
+                         f"{', '.join(selection.RULES)} (theory/finetuning/selection.py)")
+    scores = selection.score(rule, c * B, beta)
     return jnp.argsort(scores, stable=True)[:n_keep]

@@ -161,7 +161,8 @@ def _finetune_data_impl(root_key, backbone: dict, cfg: Config):
     elif ft.pool_alpha is not None:                                    # (M13) selection
         X_pool = data.sequences(data.purpose_key(root_key, "pool_X"), cfg.n_pool, T, d)
         B_pool = model.score_dense(X_pool, S_hat)
-        index = data.select(ft.selection, X_pool, S_hat, B_pool, n1)
+        index = data.select(ft.selection, X_pool, S_hat, B_pool, n1, c=c0,
+                            beta=None if cfg.model.attention == "linear" else cfg.model.beta)
         X, B = X_pool[index], B_pool[index]
         h_base = model.score_factor(X, W0)
         noise = data.score_noise(key_noise, n1, T, delta1)

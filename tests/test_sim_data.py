@@ -9,10 +9,11 @@ import simulations  # noqa: F401
 from simulations import data, model
 from simulations.experiment import finetune_dataset, pretrain_backbone
 from theory.config import SELECTION_RULES, Config
+from theory.finetuning import selection
 
 
 def test_every_config_rule_is_implemented():
-    assert set(SELECTION_RULES) == set(data.SELECTION_RULE_FUNCTIONS)
+    assert set(SELECTION_RULES) == set(selection.RULES)
 
 
 def test_spike_norm_exact_and_noise_variance():

@@ -38,9 +38,9 @@ class ConfigError(ValueError):
     """Invalid configuration value. The message names ``section.field``, the value and the range."""
 
 
-# Rules known to the config. simulations/data.py and theory/finetuning/selection.py implement
-# them; a new rule is added there and its name here (see the README section "Adding a selection rule").
-SELECTION_RULES = ("random", "smallest_score", "largest_score")
+# Rules known to the config; theory/finetuning/selection.py implements them (used by the simulator
+# and the theory alike). A new rule is added there and its name here (README "Adding a selection rule").
+SELECTION_RULES = ("random", "smallest_score", "largest_score", "largest_sensitivity")
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ class FixedPointError(RuntimeError):
 class FixedPointSolution:
     """Result of :func:`damped_fixed_point`.
 
-    ``result`` is ``"converged"``, ``"max_iter"`` or ``"nonfinite"``; ``residual`` is the last
-    relative step size; ``history`` holds the residual of every iteration.
+    ``result`` is ``"converged"``, ``"max_iter"``, ``"stalled"`` or ``"nonfinite"``; ``residual``
+    is the last relative step size; ``history`` holds the residual of every iteration.
     """
 
     value: np.ndarray
@@ -49,7 +49,8 @@ class FixedPointSolution:
 
 def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping: float = 0.5,
                        tol: float = 1e-7, max_iter: int = 1000, max_damping: float = 0.95,
-                       anderson: int = 0, throw: bool = False) -> FixedPointSolution:
+                       anderson: int = 0, stall: int | None = None,
+                       throw: bool = False) -> FixedPointSolution:
     """Iterate ``x <- damping·x + (1−damping)·step(x)`` to a fixed point (see module docstring).
 
     ``anderson = m > 0`` accelerates the damped map by Anderson mixing over the last m residual
@@ -58,6 +59,11 @@ def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping:
     the residual exceeds 10x the best one seen, the iteration returns to the best point, clears
     the history, increases the damping and takes a plain damped step. The fixed point and the
     stopping rule are those of the plain map.
+
+    ``stall = k`` stops with result ``"stalled"`` when the best residual seen has not halved in k
+    consecutive iterations (a Monte-Carlo map that is discontinuous at the resolution of its
+    draws, e.g. per-sample minimisers jumping between minima, cycles there instead of
+    converging); the answer is reported as not converged, never as converged.
     """
     start = time.perf_counter()
     x = np.asarray(x0, dtype=np.float64).copy()
@@ -69,6 +75,7 @@ def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping:
     past_x: list[np.ndarray] = []
     past_g: list[np.ndarray] = []
     best, best_x, best_fx = np.inf, x, x
+    stall_ref, stall_since = np.inf, 0
     for it in range(1, max_iter + 1):
         fx = np.asarray(step(x), dtype=np.float64)
         if not np.all(np.isfinite(fx)):
@@ -80,6 +87,12 @@ def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping:
             x = fx
             result = "converged"
             break
+        if stall is not None:
+            if residual < 0.5 * stall_ref:
+                stall_ref, stall_since = residual, it
+            elif it - stall_since >= stall:
+                result = "stalled"
+                break
         if anderson > 0:
             if residual < best:
                 best, best_x, best_fx = residual, x.copy(), fx.copy()

@@ -55,13 +55,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import special
 
 from ..config import Config
 from ..fixed_point import damped_fixed_point
-from ..gaussian import goe, n_sym
+from ..gaussian import goe
 from ..states import FinetuneState, PretrainState
-from . import noise
+from . import noise, reuse, selection
 from .prox_vec import jacobi_eigh, multistart_prox
 
 __all__ = ["solve", "solve_linear_reduced", "solve_curve", "test_error_mc", "linear_test_error",
@@ -69,6 +68,8 @@ __all__ = ["solve", "solve_linear_reduced", "solve_curve", "test_error_mc", "lin
 
 BRANCH_SEARCH_CAP = 30
 ANDERSON_MEMORY = 3        # Anderson mixing depth of the (q, m, v) iteration (THEORY.md §9)
+STALL_ITERATIONS = 100     # stop as "stalled" when the best residual has not halved in this many
+REPEAT_CAP_FACTOR = 4      # an MC repeat starts at the solved point: cap 4x its iterations (>= 100)
 STEIN_THRESHOLD = 1e-3     # multi-minimum fraction above which the Stein hats are used (§9)
 RS_DOUBT_MULTIMIN = 1e-2   # multi-minimum fraction above which a point is flagged RS doubtful
 
@@ -89,27 +90,16 @@ def _draws(key, n: int, T: int) -> dict:
                 G=jnp.concatenate([g := goe(k[5], (n2,), T), g]))
 
 
-def _selection_scale(B_unit: np.ndarray, rho: float, K: int) -> np.ndarray:
-    """(T36) B_sel = B·√(F_K⁻¹(ρF_K(r²))/r²), r² = ‖B‖²_F/2 for unit-GOE B (vectorised scipy)."""
-    r2 = 0.5 * np.sum(np.asarray(B_unit) ** 2, axis=(-1, -2))
-    u = rho * special.gammainc(K / 2, r2 / 2)
-    r2s = 2 * special.gammaincinv(K / 2, u)
-    return np.sqrt(r2s / r2)
-
-
 class _Setup:
     """Everything fixed for a given (cfg, pre): c, Δ's, and the channel arrays per key."""
 
     def __init__(self, cfg: Config, pre: PretrainState, *, reduced: bool = False,
-                 delta_train: float | None = None, allow_general: bool = False):
+                 delta_train: float | None = None, allow_general: bool = False,
+                 c: float | None = None):
         ft = cfg.finetune
         if ft.lora != "symmetric" and not allow_general:
             raise NotImplementedError("finetune.lora = 'general' (u vᵀ, T33): solved by "
                                       "theory.finetuning.general_lora")
-        if ft.reuse and cfg.model.attention != "linear":
-            raise NotImplementedError(
-                "finetune.reuse = true with softmax attention needs the non-Gaussian reuse "
-                "channel T34 (pre-training prox scores), out of scope of theory.finetuning.lora")
         if not ft.reuse:
             noise._check_selection(cfg)
         self.cfg, self.pre = cfg, pre
@@ -117,18 +107,28 @@ class _Setup:
         self.q0 = ft.q0star
         self.alpha = ft.alpha
         self.lam = ft.lam
-        self.c = noise.resolve_c(cfg, pre)
+        self.c = noise.resolve_c(cfg, pre) if c is None else float(c)
         self.a = pre.M / pre.Q
         self.sR = max(pre.Q0 - pre.M ** 2 / pre.Q, 0.0)
         self.dp = cfg.delta_prime
         self.delta_eff = noise.delta_eff(cfg, pre, self.c)
-        self.delta_eff_train = (noise.delta_eff_train(cfg, pre, self.c) if delta_train is None
-                                else float(delta_train))
         self.linear = cfg.model.attention == "linear"
+        # softmax on reused sequences: the non-Gaussian channel T34 (theory/finetuning/reuse.py)
+        self.reuse_t34 = ft.reuse and not self.linear and not reduced
+        self.delta_eff_train_err = 0.0
+        if delta_train is not None:
+            self.delta_eff_train = float(delta_train)
+        elif self.reuse_t34:
+            ch = reuse.reuse_channel(cfg, pre, jax.random.PRNGKey(cfg.theory.seed + 1),
+                                     cfg.theory.mc_samples)
+            self.delta_eff_train, self.delta_eff_train_err = reuse.residual_second_moment(ch, self.c)
+        else:
+            self.delta_eff_train = noise.delta_eff_train(cfg, pre, self.c)
         self.reduced = reduced
         if reduced and not self.linear:
             raise ValueError("the reduced solver is for attention = 'linear' only")
-        self.selection = (not ft.reuse) and ft.selection == "smallest_score" and cfg.rho < 1
+        self.selection = ((not ft.reuse) and cfg.rho < 1 and not selection.is_random(
+            ft.selection, None if cfg.model.attention == "linear" else cfg.model.beta))
         self.n = cfg.theory.mc_samples
         self.kind = "reduced" if reduced else ("linear" if self.linear else "softmax")
         self.beta = cfg.model.beta
@@ -141,14 +141,20 @@ class _Setup:
         if self.reduced:
             Sst = jnp.zeros_like(Bt)
             Htea = jnp.sqrt(self.delta_eff_train) * d["G"]
-        elif self.cfg.finetune.reuse:          # linear only (T35): residual GOE_T(Δ_eff,1)
+        elif self.reuse_t34:                   # softmax on reused sequences (T34)
+            ch = reuse.reuse_channel(self.cfg, self.pre, jax.random.fold_in(key, 11), self.n)
+            Sst = self.c * ch["B_hat"]
+            Htea = ch["H_star"] + ch["noise"]
+        elif self.cfg.finetune.reuse:          # linear (T35): residual GOE_T(Δ_eff,1)
             Sst = jnp.zeros_like(Bt)
             Htea = jnp.sqrt(self.delta_eff_train) * d["G"]
         else:
             Btr = Bt
-            if self.selection:
-                sc = _selection_scale(d["B"], self.cfg.rho, n_sym(self.T))
-                Btr = Bt * jnp.asarray(sc)[:, None, None]
+            if self.selection:                                # T36: the kept law of B
+                scale, beta = noise.selection_operating_point(self.cfg, self.pre, self.c)
+                Btr = jnp.sqrt(Q) * selection.selected_unit_B(
+                    self.cfg.finetune.selection, jax.random.fold_in(key, 7), self.n, self.T,
+                    self.cfg.rho, scale=scale, beta=beta, B_unit=d["B"])
             Sst = self.c * Btr
             Htea = self.a * Btr + jnp.sqrt(self.sR) * d["R"] + jnp.sqrt(self.dp / 2) * d["Xp"]
         return dict(xi_t=d["xi_t"], eta=d["eta"], Sst=Sst, Htea=Htea,
@@ -349,11 +355,13 @@ def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = T
     # without a (costly, equally failing) full phase 2.
     state["phase2"] = False
     sol1 = damped_fixed_point(step, np.asarray(x0, float), damping=cfg.theory.damping,
-                              tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY)
+                              tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY,
+                              stall=STALL_ITERATIONS)
     if sol1.converged:
         state["phase2"] = state["full"] = True
         sol = damped_fixed_point(step, sol1.value, damping=cfg.theory.damping,
-                                 tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY)
+                                 tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY,
+                                 stall=STALL_ITERATIONS)
         sol = dataclasses.replace(sol, iterations=sol1.iterations + sol.iterations)
     else:
         sol = sol1
@@ -370,10 +378,18 @@ def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = T
                frac_nonconvex=float(means["nonconvex"]), frac_multimin=float(means["multimin"]),
                frac_prox_unconverged=float(means["unconv"]), stein_hats=stein,
                overlap=(m / math.sqrt(q * q0) if q > 0 else 0.0),
-               converged=sol.converged, iterations=sol.iterations, residual=sol.residual,
+               converged=sol.converged, result=sol.result, iterations=sol.iterations,
+               residual=sol.residual,
                seconds=time.perf_counter() - t0)
     res["rs_doubtful"] = bool(lam_at >= 1.0 or res["frac_multimin"] > RS_DOUBT_MULTIMIN)
     return res, state["warm"]
+
+
+def _repeat_cap(S: _Setup, best: dict) -> int:
+    """Iteration cap of an MC repeat, which starts at the solved point of another draw: a few
+    times the iterations that point needed (a repeat that does not converge within it is
+    reported as not converged, like any other)."""
+    return int(min(S.cfg.theory.max_iter, max(100, REPEAT_CAP_FACTOR * best["iterations"])))
 
 
 def _test_errors(S: _Setup, data: dict, q: float, m: float):
@@ -463,7 +479,8 @@ def _aggregate(S: _Setup, rep_metrics) -> tuple[dict, dict]:
             err[k] = math.sqrt(err[k] ** 2 + within ** 2)
     base, _, base_e, _ = noise.baseline_error(S.cfg, S.pre, S.c)
     metrics = dict(mean, q0star=S.q0, baseline_error=base)
-    err.update(baseline_error=base_e, q0star=0.0)
+    err.update(baseline_error=base_e, q0star=0.0,
+               delta_eff_train=getattr(S, "delta_eff_train_err", 0.0))
     return metrics, err
 
 
@@ -491,7 +508,7 @@ def _state_from(S: _Setup, best: dict, branches, rep_metrics, extra_solver, flag
 def _branch_record(r: dict) -> dict:
     keep = ("q", "m", "v", "overlap", "objective", "train", "phi", "phi_minus_objective",
             "lambda_AT", "frac_nonconvex", "frac_multimin", "stein_hats", "rs_doubtful",
-            "converged", "iterations", "label", "start")
+            "converged", "result", "iterations", "label", "start")
     return {k: r[k] for k in keep}
 
 
@@ -520,11 +537,12 @@ def _solve_setup(S: _Setup, *, init=None, repeats=None, explicit_q=True) -> Fine
     all_conv = best["converged"]
     for i in range(1, R):
         d_i = S.data(jax.random.fold_in(key, i))
-        r_i, _ = _solve_branch(S, d_i, x_best, None, explicit_q=explicit_q)
+        r_i, _ = _solve_branch(S, d_i, x_best, None, explicit_q=explicit_q,
+                               max_iter=_repeat_cap(S, best))
         all_conv &= r_i["converged"]
         reps.append(_metrics_of(S, d_i, r_i))
     flags = _flags(all_conv, best, len(found))
-    extra = dict(converged=bool(all_conv), iterations=best["iterations"],
+    extra = dict(converged=bool(all_conv), result=best["result"], iterations=best["iterations"],
                  residual=float(best["residual"]), seconds=time.perf_counter() - t0,
                  branch=best["label"], n_branches=len(found), lambda_AT=best["lambda_AT"],
                  frac_nonconvex=best["frac_nonconvex"], frac_multimin=best["frac_multimin"],
@@ -543,8 +561,57 @@ def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = N
     training objective α'·train + λ'q at the saddle). ``repeats`` (default cfg.theory.mc_repeats)
     independent frozen samples give the MC errors. ``explicit_q=False`` drops the explicit-q
     term of T30 (for the test that shows it matters only).
+    ``finetune.recalibrate = "learned"``: see :func:`solve_learned_c`.
     """
+    if cfg.finetune.recalibrate == "learned":
+        return solve_learned_c(cfg, pre, init=init, repeats=repeats, explicit_q=explicit_q)
     return _solve_setup(_Setup(cfg, pre), init=init, repeats=repeats, explicit_q=explicit_q)
+
+
+LEARNED_C_XTOL = 1e-3      # absolute tolerance of the learned recalibration c
+
+
+def solve_learned_c(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = None,
+                    explicit_q: bool = True) -> FinetuneState:
+    """(M11 "learned", T31) c trained jointly with w, unpenalised.
+
+    c is one scalar, so the joint ERM is min_c [min_w L'(w; c)/d]; at the RS saddle the inner
+    minimum is the objective α'·train + λ'q of the fixed point at fixed c (φ = objective, T31),
+    hence c_learned = argmin_c objective(c) and (q, m, v) are the fixed point at c_learned
+    (envelope theorem: ∂φ/∂c = 0 there is T31's stationarity). Bounded Brent minimisation on
+    [0, 2·max(1, M/Q) + 1] with common random draws (objective(c) is then smooth in c),
+    warm-started along the evaluations; a minimiser on the boundary is flagged.
+    """
+    from scipy.optimize import minimize_scalar
+
+    if cfg.finetune.selection == "largest_sensitivity" and cfg.rho < 1:
+        raise NotImplementedError(
+            "recalibrate = 'learned' with selection = 'largest_sensitivity': the simulator scores "
+            "the pool at the initial c = 1, before c is learned; use a number or 'optimal'")
+    state = {"init": init}
+    evaluations = []
+
+    def objective(c):
+        st = _solve_setup(_Setup(cfg, pre, c=c), init=state["init"], repeats=1,
+                          explicit_q=explicit_q)
+        state["init"] = st
+        evaluations.append((float(c), float(st.metrics["objective"]), bool(st.solver["converged"])))
+        return st.metrics["objective"]
+
+    upper = 2.0 * max(1.0, pre.M / pre.Q) + 1.0
+    res = minimize_scalar(objective, bounds=(0.0, upper), method="bounded",
+                          options={"xatol": LEARNED_C_XTOL})
+    c_star = float(res.x)
+    final = _solve_setup(_Setup(cfg, pre, c=c_star), init=state["init"], repeats=repeats,
+                         explicit_q=explicit_q)
+    flags = list(final.flags)
+    if min(c_star, upper - c_star) < 10 * LEARNED_C_XTOL:
+        flags.append(f"learned c = {c_star:.4g} on the boundary of [0, {upper:.3g}]")
+    if not all(conv for _, _, conv in evaluations):
+        flags.append("a fixed point along the c minimisation did not converge")
+    solver = dict(final.solver, c_learned=c_star, c_evaluations=len(evaluations),
+                  c_minimiser_success=bool(res.success))
+    return dataclasses.replace(final, solver=solver, flags=tuple(flags))
 
 
 def solve_linear_reduced(cfg: Config, pre: PretrainState, *, init=None, repeats=None,
@@ -594,7 +661,8 @@ def solve_curve(cfg: Config, pre: PretrainState, alphas, *, repeats: int = 1) ->
         reps = [_metrics_of(S, data, best)]
         for i in range(1, repeats):
             d_i = S.data(jax.random.fold_in(key, i))
-            r_i, _ = _solve_branch(S, d_i, np.array([best["q"], best["m"], best["v"]]))
+            r_i, _ = _solve_branch(S, d_i, np.array([best["q"], best["m"], best["v"]]),
+                                   max_iter=_repeat_cap(S, best))
             reps.append(_metrics_of(S, d_i, r_i))
         flags = ["RS doubtful"] if best["rs_doubtful"] else []
         extra = dict(converged=best["converged"], iterations=best["iterations"],

@@ -30,8 +30,9 @@ import numpy as np
 from scipy import stats
 
 from ..config import Config
-from ..gaussian import goe, n_sym
+from ..gaussian import goe
 from ..states import PretrainState
+from . import selection
 
 __all__ = ["resolve_c", "delta_eff", "delta_eff_train", "selection_m2", "baseline_error",
            "attention_fn"]
@@ -39,7 +40,7 @@ __all__ = ["resolve_c", "delta_eff", "delta_eff_train", "selection_m2", "baselin
 
 def resolve_c(cfg: Config, pre: PretrainState) -> float:
     """Recalibration c (M11): a number as given, ``"optimal"`` → M/Q (the minimiser of Δ_eff(c),
-    T25). ``"learned"`` (T31 stationarity ∂φ/∂c = 0) is not implemented here."""
+    T25). ``"learned"`` is solved with the fixed point (``lora.solve_learned_c``)."""
     rc = cfg.finetune.recalibrate
     if isinstance(rc, str):
         if rc == "optimal":
@@ -47,9 +48,9 @@ def resolve_c(cfg: Config, pre: PretrainState) -> float:
                 raise ValueError(f"recalibrate = 'optimal' needs Q > 0 (got Q = {pre.Q})")
             return float(pre.M / pre.Q)
         raise NotImplementedError(
-            "finetune.recalibrate = 'learned' (stationarity of the free energy in c, T31) is not "
-            "implemented in theory.finetuning; use a number or 'optimal' (c = M/Q, which T25 says "
-            "'learned' approaches for linear attention)")
+            "finetune.recalibrate = 'learned' has no closed-form c: it is the minimiser of the "
+            "fixed-point objective over c (theory.finetuning.lora.solve_learned_c, symmetric "
+            "LoRA); resolve_c only handles a number or 'optimal'")
     return float(rc)
 
 
@@ -68,17 +69,25 @@ def selection_m2(K: int, rho: float) -> float:
 
 def _check_selection(cfg: Config) -> None:
     rule = cfg.finetune.selection
-    if rule not in ("random", "smallest_score"):
+    if rule not in selection.RULES:
         raise NotImplementedError(
-            f"finetune.selection = {rule!r}: the theory implements 'random' and 'smallest_score' "
-            "(T36–T37) only; another B-measurable rule needs its acceptance region in T36")
+            f"finetune.selection = {rule!r}: the theory implements the B-measurable rules "
+            f"{', '.join(selection.RULES)} (T36, theory/finetuning/selection.py)")
+
+
+def selection_operating_point(cfg: Config, pre: PretrainState, c: float) -> tuple[float, object]:
+    """(scale, beta) with which a rule scores a unit-GOE draw: the student's frozen operating
+    point c·B, B ~ GOE_T(Q), and β (None for linear attention)."""
+    beta = None if cfg.model.attention == "linear" else cfg.model.beta
+    return c * math.sqrt(max(pre.Q, 0.0)), beta
 
 
 def delta_eff_train(cfg: Config, pre: PretrainState, c: float) -> float:
     """Effective noise on the training sequences of the LoRA.
 
-    fresh, random selection: Δ_eff(c) (T25). ``smallest_score`` selection with kept fraction ρ:
-    Δ_sel = Δ'/2 + Q0 − M²/Q + (M/Q − c)² Q m₂(ρ) (T37; for softmax this is the second moment of
+    fresh, random selection: Δ_eff(c) (T25). A selection rule with kept fraction ρ:
+    Δ_sel = Δ'/2 + Q0 − M²/Q + (M/Q − c)² Q m₂(ρ) (T37; m₂ in closed form for ``smallest_score``,
+    by MC over the selected law for the other rules; for softmax this is the second moment of
     the residual only, the channel itself uses B_sel, T36). Reuse (e = 1, T35, linear σ, ν = 2V):
     same noise [k²(Q0 + Δ/2) − 2kcM + c²Q]/(1+ν)², fresh noise
     [k²Q0 − 2kcM + c²Q + c²ν²Δ/2]/(1+ν)² + Δ'/2, k = 1 + ν(1 − c).
@@ -87,8 +96,9 @@ def delta_eff_train(cfg: Config, pre: PretrainState, c: float) -> float:
     if ft.reuse:
         if cfg.model.attention != "linear":
             raise NotImplementedError(
-                "finetune.reuse = true with softmax attention needs the non-Gaussian reuse channel "
-                "(T34), which is out of scope of theory.finetuning; use attention = 'linear'")
+                "finetune.reuse = true with softmax attention: no closed form; the non-Gaussian "
+                "channel T34 is drawn by theory.finetuning.reuse (residual_second_moment gives "
+                "the per-entry second moment that replaces this scalar)")
         nu = 2.0 * pre.V
         if not math.isfinite(nu) or nu < 0:
             raise ValueError(f"reuse needs the pre-training response V >= 0 (got V = {pre.V})")
@@ -100,9 +110,10 @@ def delta_eff_train(cfg: Config, pre: PretrainState, c: float) -> float:
         return float((k * k * pre.Q0 - 2 * k * c * pre.M + c * c * pre.Q + c * c * nu * nu * D / 2)
                      / (1 + nu) ** 2 + cfg.delta_prime / 2)
     _check_selection(cfg)
-    if ft.selection == "random" or cfg.rho >= 1.0:
+    scale, beta = selection_operating_point(cfg, pre, c)
+    if cfg.rho >= 1.0 or selection.is_random(ft.selection, beta):
         return delta_eff(cfg, pre, c)
-    m2 = selection_m2(n_sym(cfg.model.T), cfg.rho)
+    m2 = selection.selection_m2(ft.selection, cfg.model.T, cfg.rho, scale=scale, beta=beta)
     a = pre.M / pre.Q
     return float(cfg.delta_prime / 2 + pre.Q0 - a * pre.M + (a - c) ** 2 * pre.Q * m2)
 
