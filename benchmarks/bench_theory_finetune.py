@@ -7,7 +7,7 @@
    channel evaluation of :mod:`theory.finetuning.lora` on the same draws. Prints the ratio.
 
 Usage: python benchmarks/bench_theory_finetune.py [--n 2000] [--points 30] [--lam 0.05]
-       [--skip-curve]
+       [--skip-curve] [--alpha-min 0.5]
 """
 
 from __future__ import annotations
@@ -59,10 +59,11 @@ def main():
     ap.add_argument("--precursor-n", type=int, default=200)
     ap.add_argument("--lam", type=float, default=0.05, help="finetune.lam of the curve")
     ap.add_argument("--skip-curve", action="store_true", help="only the precursor ratio")
+    ap.add_argument("--alpha-min", type=float, default=0.5, help="curve from alpha-min to 6")
     args = ap.parse_args()
     cfg = Config().replace(theory={"mc_samples": args.n, "mc_repeats": 1, "tol": 1e-5},
                            finetune={"lam": args.lam})
-    alphas = np.linspace(0.5, 6.0, args.points)
+    alphas = np.linspace(args.alpha_min, 6.0, args.points)
     if not args.skip_curve:
         lora.solve_curve(cfg, PRE, alphas[:2])                       # compile
         t = time.perf_counter()
