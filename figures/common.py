@@ -96,7 +96,8 @@ def caption(spec: SweepSpec, figure: dict) -> str:
     base = spec.base
     m, p, f, s = base.model, base.pretrain, base.finetune, base.sim
     varying = ", ".join(spec.axes)
-    return (f"{figure.get('title', spec.name)}. Lines: theory (RS); dashed: Bayes-optimal bound; "
+    bayes = "dashed: Bayes-optimal bound; " if spec.bayes_bound else ""
+    return (f"{figure.get('title', spec.name)}. Lines: theory (RS); {bayes}"
             f"markers: simulation at d = {s.d}, mean ± sem over {len(spec.seeds)} seeds. "
             f"T = {m.T}, {m.attention} (beta = {m.beta}), output = {m.output}; pre-training "
             f"{p.estimator}, kappa0 = {p.kappa0}, kappa = {p.kappa}, alpha = {p.alpha}, "
