@@ -128,7 +128,7 @@ class _Setup:
         if reduced and not self.linear:
             raise ValueError("the reduced solver is for attention = 'linear' only")
         self.selection = ((not ft.reuse) and cfg.rho < 1 and not selection.is_random(
-            ft.selection, None if cfg.model.attention == "linear" else cfg.model.beta))
+            ft.selection, noise.selection_operating_point(cfg, pre, self.c)[1]))
         self.n = cfg.theory.mc_samples
         self.kind = "reduced" if reduced else ("linear" if self.linear else "softmax")
         self.beta = cfg.model.beta
@@ -480,7 +480,7 @@ def _aggregate(S: _Setup, rep_metrics) -> tuple[dict, dict]:
     base, _, base_e, _ = noise.baseline_error(S.cfg, S.pre, S.c)
     metrics = dict(mean, q0star=S.q0, baseline_error=base)
     err.update(baseline_error=base_e, q0star=0.0,
-               delta_eff_train=getattr(S, "delta_eff_train_err", 0.0))
+               delta_eff_train=S.delta_eff_train_err)
     return metrics, err
 
 

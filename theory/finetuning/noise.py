@@ -27,7 +27,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
 from ..config import Config
 from ..gaussian import goe
@@ -59,12 +58,7 @@ def delta_eff(cfg: Config, pre: PretrainState, c: float) -> float:
     return float(cfg.delta_prime / 2 + pre.Q0 - 2 * c * pre.M + c * c * pre.Q)
 
 
-def selection_m2(K: int, rho: float) -> float:
-    """(T37) m₂(ρ) = E‖B_sel‖²/E‖B‖² = F_{K+2}(F_K⁻¹(ρ))/ρ for the ``smallest_score`` rule."""
-    if rho >= 1.0:
-        return 1.0
-    t = stats.chi2.ppf(rho, K)
-    return float(stats.chi2.cdf(t, K + 2) / rho)
+selection_m2 = selection.smallest_score_m2    # (T37) closed form, kept under its old name
 
 
 def _check_selection(cfg: Config) -> None:

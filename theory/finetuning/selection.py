@@ -46,8 +46,8 @@ from scipy import special, stats
 
 from ..gaussian import goe, n_sym
 
-__all__ = ["RULES", "score", "is_random", "spike_sensitivity", "selected_unit_B", "selection_m2", "smallest_score_scale",
-           "POOL_CHUNK"]
+__all__ = ["RULES", "score", "is_random", "spike_sensitivity", "selected_unit_B", "selection_m2",
+           "smallest_score_m2", "smallest_score_scale", "POOL_CHUNK"]
 
 POOL_CHUNK = 1_000_000      # draws scored at once when a pool n/ρ is large (memory bound)
 
@@ -102,6 +102,13 @@ def is_random(rule: str, beta: float | None) -> bool:
     return rule == "random" or (rule == "largest_sensitivity" and beta is None)
 
 
+def smallest_score_m2(K: int, rho: float) -> float:
+    """(T37) m₂(ρ) = F_{K+2}(F_K⁻¹(ρ))/ρ for ``smallest_score`` (K = K_T)."""
+    if rho >= 1.0:
+        return 1.0
+    return float(stats.chi2.cdf(stats.chi2.ppf(rho, K), K + 2) / rho)
+
+
 def smallest_score_scale(B_unit: np.ndarray, rho: float, K: int) -> np.ndarray:
     """(T36) B_sel = B·√(F_K⁻¹(ρF_K(r²))/r²), r² = ‖B‖²_F/2 for unit-GOE B (vectorised scipy)."""
     r2 = 0.5 * np.sum(np.asarray(B_unit) ** 2, axis=(-1, -2))
@@ -146,10 +153,8 @@ def selection_m2(rule: str, T: int, rho: float, *, scale: float, beta: float | N
     deterministic function of its arguments)."""
     if rho >= 1.0 or is_random(rule, beta):
         return 1.0
-    K = n_sym(T)
     if rule == "smallest_score":
-        t = stats.chi2.ppf(rho, K)
-        return float(stats.chi2.cdf(t, K + 2) / rho)
+        return smallest_score_m2(n_sym(T), rho)
     key = jax.random.PRNGKey(12345) if key is None else key
     B = selected_unit_B(rule, key, n, T, rho, scale=scale, beta=beta)
     return float(jnp.mean(jnp.sum(B * B, axis=(-1, -2))) / (T * (T + 1)))
