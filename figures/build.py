@@ -24,17 +24,34 @@ def build_figures(names=None, *, quick: bool = False, workers: int = 2, schedule
     if unknown:
         raise ValueError(f"unknown figure {unknown[0]!r}; known: {', '.join(FIGURES)}")
     report = {}
-    for name in names:
-        start = time.perf_counter()
-        spec, figure = load_figure_spec(name, quick=quick)
-        store = Path(results_root) / spec.name
-        run_sweep(spec, str(store), workers=workers, scheduler=scheduler, progress=progress)
-        table = load_table(store)
-        module = importlib.import_module(f"figures.{name}")
-        fig = module.plot(table, spec, figure)
-        command = f"hdlora figures {name}" + (" --quick" if quick else "")
-        stem = (store / name) if quick else (FIGURE_DIR / name)
-        paths = save(fig, stem, caption(spec, figure) + f"\nMade by: {command}")
-        report[name] = {"paths": [str(p) for p in paths],
-                        "seconds": time.perf_counter() - start}
+    cluster = None
+    if scheduler is None and workers > 0:
+        # one cluster for every figure: its worker processes keep their compiled solvers
+        from dask.distributed import LocalCluster
+
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=40)
+        scheduler = cluster.scheduler_address
+    try:
+        for name in names:
+            report[name] = _build_one(name, quick=quick, workers=workers, scheduler=scheduler,
+                                      results_root=results_root, progress=progress)
+    finally:
+        if cluster is not None:
+            cluster.close()
     return report
+
+
+def _build_one(name: str, *, quick: bool, workers: int, scheduler, results_root: str,
+               progress: bool) -> dict:
+    start = time.perf_counter()
+    spec, figure = load_figure_spec(name, quick=quick)
+    store = Path(results_root) / spec.name
+    run_sweep(spec, str(store), workers=workers, scheduler=scheduler, progress=progress)
+    table = load_table(store)
+    module = importlib.import_module(f"figures.{name}")
+    fig = module.plot(table, spec, figure)
+    command = f"hdlora figures {name}" + (" --quick" if quick else "")
+    stem = (store / name) if quick else (FIGURE_DIR / name)
+    paths = save(fig, stem, caption(spec, figure) + f"\nMade by: {command}")
+    return {"paths": [str(p) for p in paths], "seconds": time.perf_counter() - start}

@@ -10,7 +10,9 @@ A figure spec is a sweep spec (simulations/sweeps/spec.py) plus a ``[figure]`` t
     seeds = 2
     "sim.d" = 40
     "theory.mc_samples" = 4000
-    thin = 2                        # keep every 2nd value of each grid axis
+    thin = 2                        # keep every 2nd value of each grid axis (but the hue's)
+    [figure.quick.grid]             # or give an axis's quick values outright (wins over thin)
+    "finetune.alpha" = [1.5, 4.0]
 """
 
 from __future__ import annotations
@@ -40,11 +42,18 @@ def load_figure_spec(name: str, *, quick: bool) -> tuple[SweepSpec, dict]:
         data = copy.deepcopy(data)
         overrides = dict(figure.get("quick", {}))
         thin = int(overrides.pop("thin", 1))
+        quick_grid = dict(overrides.pop("grid", {}))
         sweep = data.setdefault("sweep", {})
         if "seeds" in overrides:
             sweep["seeds"] = overrides.pop("seeds")
+        unknown = set(quick_grid) - set(sweep.get("grid", {}))
+        if unknown:
+            raise ValueError(f"figure {name!r}: [figure.quick.grid] axis {sorted(unknown)[0]!r} "
+                             "is not an axis of [sweep.grid]")
         for key, values in list(sweep.get("grid", {}).items()):
-            if key != figure.get("hue"):
+            if key in quick_grid:
+                sweep["grid"][key] = list(quick_grid[key])
+            elif key != figure.get("hue"):
                 sweep["grid"][key] = values[::thin] if len(values) > 2 else values
         for dotted, value in overrides.items():
             section, field = dotted.split(".")
@@ -74,12 +83,12 @@ def curve_data(table, metric: str, x: str, *, source: str, where: dict | None = 
 
 
 def plot_metric(ax, table, metric: str, x: str, *, where=None, label=None, color=None,
-                bayes_metric: str | None = None):
+                bayes_metric: str | None = None, linestyle: str = "-", marker: str = "o"):
     """Theory as a line, the Bayes bound dashed, simulations as markers with sem bars."""
     xs, ys, _ = curve_data(table, metric, x, source="theory", where=where)
     line = None
     if xs.size:
-        (line,) = ax.plot(xs, ys, "-", color=color, label=label)
+        (line,) = ax.plot(xs, ys, linestyle=linestyle, color=color, label=label)
         color = line.get_color()
     if bayes_metric:
         bx, by, _ = curve_data(table, bayes_metric, x, source="theory", where=where)
@@ -87,7 +96,7 @@ def plot_metric(ax, table, metric: str, x: str, *, where=None, label=None, color
             ax.plot(bx, by, "--", color=color, alpha=0.8)
     sx, sy, se = curve_data(table, metric, x, source="simulation", where=where)
     if sx.size:
-        ax.errorbar(sx, sy, yerr=se, fmt="o", ms=4, capsize=2, color=color,
+        ax.errorbar(sx, sy, yerr=se, fmt=marker, ms=4, capsize=2, color=color,
                     label=None if line is not None else label)
     return color
 

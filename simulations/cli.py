@@ -24,6 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from theory.compile_cache import enable_compilation_cache
 from theory.config import ConfigError, load_config
 from theory.schema import FINETUNE_METRICS, PRETRAIN_METRICS, TOP_METRICS
 
@@ -272,6 +273,13 @@ def _optimize(args, cfg) -> int:
                            for k, v in entry["choice"].items()) or "(config)"
         print(f"{criterion:22s} {choice:34s} "
               + " ".join(f"{_fmt(entry['metrics'].get(m)):>20s}" for m in shown))
+    failed = [p for p in result.scan if p["metrics"].get("failed")]
+    unconverged = [p for p in result.scan
+                   if not p["metrics"].get("failed") and not p["metrics"].get("converged", True)]
+    print(f"{len(result.scan)} choices evaluated; excluded: {len(failed)} where the theory failed, "
+          f"{len(unconverged)} not converged (see --json)")
+    for p in failed:
+        print(f"  failed at {p['choice']}: {p['metrics']['failed']}")
     return 0
 
 
@@ -335,6 +343,7 @@ def _validate(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    enable_compilation_cache()
     if args.command == "sweep":
         return _sweep(args)
     if args.command == "validate":

@@ -37,8 +37,9 @@ def _synthetic_table(spec) -> pd.DataFrame:
 
 
 def _curves(ax):
-    """(theory lines, simulation error-bar containers) drawn on an axis."""
-    lines = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"
+    """(theory lines, simulation error-bar containers) drawn on an axis. Theory lines are solid
+    or dotted (reused sequences in the mismatch figure); dashed ones are Bayes bounds."""
+    lines = [ln for ln in ax.get_lines() if ln.get_linestyle() in ("-", ":")
              and ln.get_marker() in ("None", None, "")]
     return lines, list(ax.containers)
 

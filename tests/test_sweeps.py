@@ -135,6 +135,28 @@ def test_theory_solved_once_across_sim_axes(tmp_path):
         assert all(m == solves[0] for m in solves) and solves[0]
 
 
+def test_reuse_and_fresh_points_share_a_backbone_that_keeps_its_data(tmp_path):
+    """finetune.reuse = true needs the pre-training sequences (M10): a backbone shared by fresh
+    and reused fine-tuning points is made with keep_data, and both kinds of task succeed."""
+    spec = load_spec(_write_spec(tmp_path, textwrap.dedent("""
+        [sweep]
+        name = "reuse"
+        run = ["simulate"]
+        seeds = 1
+        [base.finetune]
+        alpha = 1.0
+        [sweep.grid]
+        "finetune.reuse" = [false, true]
+    """)))
+    report = run_sweep(spec, str(tmp_path / "store"), workers=0, progress=False)
+    assert report.backbones == 1 and report.submitted == 2
+    records = list(ResultStore(tmp_path / "store").records("simulate"))
+    assert len(records) == 2
+    for rec in records:
+        assert "not_available" not in rec["diagnostics"]
+        assert 0 < rec["metrics"]["finetune.test_error"] < float("inf")
+
+
 def test_two_worker_local_cluster_sweep(tmp_path):
     spec = load_spec(_write_spec(tmp_path, textwrap.dedent("""
         [sweep]

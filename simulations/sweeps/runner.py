@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from theory.compile_cache import enable_compilation_cache
 from theory.config import Config
 from theory.provenance import provenance
 
@@ -75,17 +76,23 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
     ``curve`` is a list of alias groups: the points of a group differ only in ``sim.*`` fields,
     which the theory does not read, so it is solved once and its record written for each alias.
     """
-    from theory.predict import predict
+    from theory.predict import predict, predict_pretraining
 
+    enable_compilation_cache()
     store = ResultStore(store_root)
     done = []
+    pretrain_states: dict = {}    # one pre-training solve per (model, pretrain, theory) digest
     for aliases in curve:
         todo = [a for a in aliases if not store.has("theory", a[2])]
         if not todo:
             continue
         start = time.perf_counter()
         try:
-            result = predict(Config.from_dict(todo[0][1]), stages=stages,
+            cfg = Config.from_dict(todo[0][1])
+            key = cfg.digest(sections=("model", "pretrain", "theory"))
+            if key not in pretrain_states:
+                pretrain_states[key] = predict_pretraining(cfg)
+            result = predict(cfg, pre=pretrain_states[key], stages=stages,
                              bayes_bound=bayes_bound and "finetune" in stages)
         except NotImplementedError as err:  # recorded, so a figure shows the gap, not a crash
             metrics, errors, diagnostics = {}, {}, {"not_available": str(err)}
@@ -100,12 +107,14 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
     return done
 
 
-def backbone_task(cfg_dict: dict, seed: int):
-    """Pre-train once for a (pre-training config, d, seed) key."""
+def backbone_task(cfg_dict: dict, seed: int, keep_data: bool = False):
+    """Pre-train once for a (pre-training config, d, seed) key; ``keep_data`` keeps the
+    pre-training sequences (needed when any fine-tuning task on it reuses them, M10)."""
     from simulations.experiment import SimulationNotImplemented, pretrain_backbone
 
+    enable_compilation_cache()
     try:
-        return pretrain_backbone(Config.from_dict(cfg_dict), seed)
+        return pretrain_backbone(Config.from_dict(cfg_dict), seed, keep_data=keep_data)
     except SimulationNotImplemented as err:  # recorded by every task that needs it
         return {"not_available": str(err)}
 
@@ -115,6 +124,7 @@ def finetune_task(point: dict, cfg_dict: dict, point_id: str, seed: int, backbon
     """Fine-tune on a shared backbone and write the (point, seed) record."""
     from simulations.experiment import SimulationNotImplemented, finetune_on
 
+    enable_compilation_cache()
     store = ResultStore(store_root)
     start = time.perf_counter()
     if "not_available" in backbone:
@@ -213,8 +223,9 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
                     groups.setdefault(backbone_key(point.config, seed), []).append((point, seed))
             for key, tasks in groups.items():
                 point0, seed0 = tasks[0]
+                keep_data = any(point.config.finetune.reuse for point, _ in tasks)
                 backbone = client.submit(backbone_task, point0.config.to_dict(), seed0,
-                                         key=f"backbone-{key}", pure=False)
+                                         keep_data, key=f"backbone-{key}", pure=False)
                 backbones += 1
                 for point, seed in tasks:
                     futures.append(client.submit(finetune_task, *_point_task(point), seed,

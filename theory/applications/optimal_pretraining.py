@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import Config
-from ..predict import predict
+from ..predict import converged, predict
 
 __all__ = ["CRITERIA", "optimize_pretraining", "OptimalPretraining"]
 
@@ -63,6 +63,10 @@ def _metrics(result: dict) -> dict:
 
 
 def _score(metrics: dict, criterion: str) -> float:
+    """The criterion as a number to minimise; +inf where the theory failed or did not converge
+    (such a choice is reported in the scan, never selected)."""
+    if metrics.get("failed") or not metrics.get("converged", True):
+        return math.inf
     block, key, sense = CRITERIA[criterion]
     value = metrics.get(f"{block}.{key}", math.nan)
     if value is None or not math.isfinite(value):
@@ -89,7 +93,12 @@ def optimize_pretraining(cfg: Config, over=("pretrain.lam",), *, recalibrate: bo
         key = tuple(sorted(choice.items()))
         if key not in cache:
             point = cfg.with_overrides([f"{k}={_lit(v)}" for k, v in choice.items()])
-            cache[key] = _metrics(predict(point, bayes_bound=False))
+            try:
+                result = predict(point, bayes_bound=False)
+            except (ValueError, ArithmeticError) as err:   # e.g. a solver outside its domain
+                cache[key] = {"failed": f"{type(err).__name__}: {err}"}
+            else:
+                cache[key] = {**_metrics(result), "converged": converged(result)}
         return cache[key]
 
     cat_values = [CATEGORICAL[n] for n in categorical] or [()]

@@ -38,6 +38,7 @@ point (v = q0*). The likelihood's width in u is ≈ √(Δ_N/v)/(2|ζ|), so the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from functools import partial
@@ -54,6 +55,10 @@ __all__ = ["solve", "alpha_weak_recovery", "delta_n", "gh_grid", "z_out", "choos
            "se_moments", "test_error_softmax"]
 
 _CHUNK = 128
+ANDERSON_MEMORY = 2
+STABILITY_STEP = 1e-3     # finite-difference step (× q0*) of the SE map's slope at a fixed point
+UNSTABLE_KICK = 1e-2      # start (× q0*) of the plain iteration that leaves an unstable point
+PLAIN_ESCAPE = 30         # plain damped steps away from an unstable point before Anderson again
 NODE_LADDER = (12, 16, 20, 24, 32, 40)
 
 
@@ -168,6 +173,12 @@ def _free_entropy(q, qhat, logz_mean, q0s, alpha):
 
 
 def _solve_branch(q_init, draws, q0s, dn, alpha, nodes, logw, proj, cfg):
+    """One SE branch from ``q_init``: Anderson-accelerated damped iteration (secant-like for
+    this scalar map; the plain iteration needs ~100 steps near q = 0 and near the transition).
+    Anderson mixing can land on an unstable fixed point (q = 0 above weak recovery), which the
+    plain iteration would leave: the undamped map's slope is checked there (finite difference on
+    the same frozen draws) and an unstable point is left by plain damped iterations from a
+    perturbed start. The returned branch carries its slope and ``stable``."""
     zeta, eta, A = draws
     qmax = q0s * (1.0 - 1e-9)
 
@@ -176,15 +187,39 @@ def _solve_branch(q_init, draws, q0s, dn, alpha, nodes, logw, proj, cfg):
                             proj=proj)
         return np.array([_prior_q(alpha * float(mom[0]), q0s)])
 
+    def slope_at(q):
+        h = STABILITY_STEP * q0s if q < 0.5 * q0s else -STABILITY_STEP * q0s
+        return float((step(np.array([q + h]))[0] - step(np.array([q]))[0]) / h)
+
     sol = damped_fixed_point(step, [q_init], damping=cfg.theory.damping, tol=cfg.theory.tol,
-                             max_iter=cfg.theory.max_iter)
+                             max_iter=cfg.theory.max_iter, anderson=ANDERSON_MEMORY)
     q = float(np.clip(sol.value[0], 0.0, qmax))
+    slope = slope_at(q)
+    if sol.converged and slope >= 1.0:
+        # leave the unstable point: PLAIN_ESCAPE plain damped steps from a kicked start, then
+        # Anderson again; if that lands on an unstable point too, plain iteration to the end
+        kick = UNSTABLE_KICK * q0s if q < 0.5 * q0s else -UNSTABLE_KICK * q0s
+        used = sol.iterations
+        for plain_cap, accel in ((PLAIN_ESCAPE, ANDERSON_MEMORY), (cfg.theory.max_iter, 0)):
+            escape = damped_fixed_point(step, [q + kick], damping=cfg.theory.damping,
+                                        tol=cfg.theory.tol, max_iter=plain_cap)
+            again = escape if escape.converged else damped_fixed_point(
+                step, escape.value, damping=cfg.theory.damping, tol=cfg.theory.tol,
+                max_iter=cfg.theory.max_iter, anderson=accel)
+            used += escape.iterations + (0 if again is escape else again.iterations)
+            if not again.converged:
+                continue
+            q_again = float(np.clip(again.value[0], 0.0, qmax))
+            slope_again = slope_at(q_again)
+            sol, q, slope = dataclasses.replace(again, iterations=used), q_again, slope_again
+            if slope_again < 1.0:
+                break
     mom, se = se_moments(q, zeta, eta, A, q0s, dn, nodes, logw, proj=proj)
     mom, se = np.asarray(mom), np.asarray(se)
     qhat = alpha * float(mom[0])
     return dict(q=q, qhat=qhat, g2=float(mom[0]), g2_nishimori=float(mom[1]),
                 g2_se=float(se[0]), free_entropy=_free_entropy(q, qhat, float(mom[2]), q0s, alpha),
-                stats=sol.stats())
+                slope=slope, stable=bool(slope < 1.0), stats=sol.stats())
 
 
 def test_error_softmax(q, cfg, pre, *, key, n=None):
@@ -271,8 +306,13 @@ def solve(cfg, pre: PretrainState, *, init=None, n_nodes=None) -> FinetuneState:
     labels = ["informative", "uninformative"] if init is None else ["init"]
     for b, lab in zip(branches, labels):
         b["label"] = lab
-    # distinct branches: compare q; select the larger free entropy (common random numbers)
-    best = max(branches, key=lambda b: b["free_entropy"])
+    for b in branches:
+        b["stable"] = all(r["stable"] for r in b["reps"])
+    # select among the stable fixed points the larger free entropy (common random numbers)
+    candidates = [b for b in branches if b["stable"]] or branches
+    if not any(b["stable"] for b in branches):
+        flags.append("no stable SE fixed point found (slope of the SE map >= 1 at every branch)")
+    best = max(candidates, key=lambda b: b["free_entropy"])
     distinct = len(branches) > 1 and abs(branches[0]["q"] - branches[1]["q"]) > 1e-3 * q0s
     if not distinct:
         best = branches[0]
@@ -311,7 +351,7 @@ def solve(cfg, pre: PretrainState, *, init=None, n_nodes=None) -> FinetuneState:
                   free_entropy=best["free_entropy"], distinct_branches=bool(distinct))
     out_branches = tuple(dict(q=b["q"], m=b["q"], q_err=b["q_err"], free_entropy=b["free_entropy"],
                               free_entropy_err=b["free_entropy_err"], label=b["label"],
-                              selected=b is best) for b in branches)
+                              stable=b["stable"], selected=b is best) for b in branches)
     return FinetuneState(q=q, m=q, v=q0s - q, qhat=qhat, mhat=qhat, c=(pre.M / pre.Q if pre.Q > 0 else 0.0),
                          delta_eff=dn, delta_eff_train=dn, metrics=metrics, mc_err=mc_err,
                          solver=solver, branches=out_branches, flags=tuple(flags))

@@ -68,7 +68,7 @@ __all__ = ["solve", "solve_linear_reduced", "solve_curve", "test_error_mc", "lin
 
 BRANCH_SEARCH_CAP = 30
 ANDERSON_MEMORY = 3        # Anderson mixing depth of the (q, m, v) iteration (THEORY.md §9)
-STALL_ITERATIONS = 100     # stop as "stalled" when the best residual has not halved in this many
+STALL_ITERATIONS = 40      # stop as "stalled" when the best residual has not halved in this many
 REPEAT_CAP_FACTOR = 4      # an MC repeat starts at the solved point: cap 4x its iterations (>= 100)
 STEIN_THRESHOLD = 1e-3     # multi-minimum fraction above which the Stein hats are used (§9)
 RS_DOUBT_MULTIMIN = 1e-2   # multi-minimum fraction above which a point is flagged RS doubtful
@@ -178,14 +178,18 @@ def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
     sig = _sigma(kind, beta)
     eye = jnp.eye(T)
 
-    def loss(z, q, zeta, Sst, Htea, q0):                              # ℓ'(z; q)  (T28)
-        Y = sig(Htea + jnp.outer(zeta, zeta) - q0 * eye)
-        P = sig(Sst + jnp.outer(z, z) - q * eye)
-        return jnp.sum((P - Y) ** 2)
+    def teacher(zeta, Htea, q0):                                        # σ(H* + ζζᵀ − q0 I)
+        return sig(Htea + jnp.outer(zeta, zeta) - q0 * eye)
 
+    def loss(z, q, zeta, Sst, Htea, q0):                              # ℓ'(z; q)  (T28)
+        P = sig(Sst + jnp.outer(z, z) - q * eye)
+        return jnp.sum((P - teacher(zeta, Htea, q0)) ** 2)
+
+    # The prox works on p = (ω, v, q, S, Y) with the teacher Y = σ(·) computed once per sample.
     def obj(z, p):
-        omega, v, q, zeta, Sst, Htea, q0 = p
-        return jnp.sum((z - omega) ** 2) / (2 * v) + loss(z, q, zeta, Sst, Htea, q0)
+        omega, v, q, Sst, Y = p
+        P = sig(Sst + jnp.outer(z, z) - q * eye)
+        return jnp.sum((z - omega) ** 2) / (2 * v) + jnp.sum((P - Y) ** 2)
 
     def A_base(zeta, Sst, Htea, q0):
         """Target of zzᵀ − qI minus qI: linear exact; softmax from row-centred log σ (a start)."""
@@ -196,14 +200,35 @@ def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
             return 0.5 * (X + X.T)
         return Htea - Sst + jnp.outer(zeta, zeta) - q0 * eye
 
-    def grad_hess_reduced(z, p):                                       # T29, analytic
-        omega, v, q, zeta, Sst, Htea, q0 = p
-        A = Htea + jnp.outer(zeta, zeta) - q0 * eye + q * eye
-        g = (z - omega) / v - 4 * A @ z + 4 * jnp.dot(z, z) * z
-        H = eye / v - 4 * A + 4 * jnp.dot(z, z) * eye + 8 * jnp.outer(z, z)
-        return g, H
+    def grad_hess(z, p):
+        """Analytic ∇_z and ∇²_z of F = |z − ω|²/(2v) + ℓ'(z; q) (T29).
 
-    gh = grad_hess_reduced if kind == "reduced" else None
+        ℓ' = Σ_i ℓ_i(M_i·), M = S + zzᵀ − qI, rows independent. With G = ∂ℓ'/∂M and the row
+        Hessians K⁽ⁱ⁾ = ∂²ℓ_i/∂M_i·²: ∇ℓ' = (G + Gᵀ)z and
+        ∇²ℓ' = G + Gᵀ + diag(zᵀK⁽ᵃ⁾z) + [z_a (K⁽ᵃ⁾z)_b] + [z_b (K⁽ᵇ⁾z)_a] + Σ_i z_i² K⁽ⁱ⁾.
+        Linear σ: G = 2(M − Y), K⁽ⁱ⁾ = 2I. Softmax rows p = softmax(βm), r = p − y,
+        J = diag p − ppᵀ: G_i· = 2β J r = 2β p ⊙ (r − r·p) and
+        K = 2β²[J² + Σ_k r_k p_k (e_k − p)(e_k − p)ᵀ − (r·p) J]."""
+        omega, v, q, Sst, Y = p
+        M = Sst + jnp.outer(z, z) - q * eye
+        if kind == "softmax":
+            P = jax.nn.softmax(beta * M, axis=-1)
+            R = P - Y
+            rp = jnp.sum(R * P, axis=-1, keepdims=True)
+            G = 2 * beta * P * (R - rp)
+            J = P[:, :, None] * eye[None] - P[:, :, None] * P[:, None, :]
+            E = eye[None, :, :] - P[:, None, :]                      # E[i, k] = e_k − p_i
+            K = 2 * beta ** 2 * (jnp.einsum("ijk,ikl->ijl", J, J)
+                                 + jnp.einsum("ik,ikj,ikl->ijl", R * P, E, E)
+                                 - rp[:, :, None] * J)
+            Kz = jnp.einsum("ijl,l->ij", K, z)
+            zKz = Kz @ z
+            zK = z[:, None] * Kz
+            Hl = G + G.T + jnp.diag(zKz) + zK + zK.T + jnp.einsum("i,ijl->jl", z * z, K)
+        else:
+            G = 2 * (M - Y)
+            Hl = G + G.T + 4 * (jnp.dot(z, z) * eye + jnp.outer(z, z))
+        return (z - omega) / v + (G + G.T) @ z, eye / v + Hl
 
     def prep(x, q0, warm, xi_t, eta, Sst, Htea):
         q, m, v = x[0], x[1], x[2]
@@ -217,18 +242,17 @@ def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
 
     def hats_one(z, x, q0, xi_t, eta, omega, zeta, Sst, Htea):
         q, v = x[0], x[2]
-        p = (omega, v, q, zeta, Sst, Htea, q0)
+        p = (omega, v, q, Sst, teacher(zeta, Htea, q0))
         f = (z - omega) / v
+        H = grad_hess(z, p)[1]
         if kind == "reduced":
             Afull = Htea + jnp.outer(zeta, zeta) - q0 * eye + q * eye
-            H = grad_hess_reduced(z, p)[1]
             lam, U = jacobi_eigh(H)
             Hinv = (U / lam) @ U.T
             divz = 4.0 / v * (jnp.dot(zeta, z) * jnp.trace(Hinv) + z @ Hinv @ zeta)
             dq = 2.0 * jnp.trace(Afull - jnp.outer(z, z))
             train = jnp.sum((jnp.outer(z, z) - Afull) ** 2)
         else:
-            H = jax.hessian(obj)(z, p)
             lam, U = jacobi_eigh(H)
             Hinv = (U / lam) @ U.T
             gz = jax.grad(loss, argnums=0)
@@ -256,9 +280,9 @@ def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
         else:
             starts = warm[:, None, :]
         n = omega.shape[0]
-        p = (omega, jnp.full((n,), x[2]), jnp.full((n,), x[0]), zeta, Sst, Htea,
-             jnp.full((n,), q0))
-        r = multistart_prox(obj, starts, p, grad_hess=gh)
+        Y = jax.vmap(teacher, in_axes=(0, 0, None))(zeta, Htea, q0)
+        p = (omega, jnp.full((n,), x[2]), jnp.full((n,), x[0]), Sst, Y)
+        r = multistart_prox(obj, starts, p, grad_hess=grad_hess)
         z = r["z"]
         outs = jax.vmap(hats_one, in_axes=(0, None, None, 0, 0, 0, 0, 0, 0))(
             z, x, q0, xi_t, eta, omega, zeta, Sst, Htea)

@@ -18,6 +18,8 @@ parameters.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -67,11 +69,20 @@ def jacobi_eigh(A, sweeps: int = 6):
 
 
 def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = 1e-10,
-                   eig_floor: float = 1e-10, grad_hess=None):
+                   eig_floor: float = 1e-10, grad_hess=None, first_iter: int = 8,
+                   straggler_fraction: float = 1 / 16):
     """Minimise ``obj(z_i, p_i)`` for every problem i of the batch (z0: (P, T)).
 
     Returns dict z, f, converged, nonpd_path (Hessian not PD at some iterate), pd_end,
-    iters. ``grad_hess(z, p) -> (g, H)`` (per problem) supplies analytic derivatives."""
+    iters. ``grad_hess(z, p) -> (g, H)`` (per problem) supplies analytic derivatives.
+
+    Straggler compaction: a vectorised loop costs as many steps as its slowest problem, while
+    most problems converge in a few (median 3–4 Newton steps at T = 3, 99th percentile ~9, a
+    tail of ~20). So the whole batch runs ``first_iter`` steps, then the problems still running
+    are gathered K = ⌈P·straggler_fraction⌉ at a time into a fixed-size buffer (shapes stay
+    static) that is iterated up to ``max_iter`` steps in all and scattered back. Each problem
+    takes exactly the steps it would take alone; ``iters`` is the number of steps of the longest
+    problem."""
     if grad_hess is None:
         gh = jax.vmap(lambda z, p: (jax.grad(obj)(z, p), jax.hessian(obj)(z, p)))
     else:
@@ -79,7 +90,7 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = 1e-10,
     fv = jax.vmap(obj)
     fladder = jax.vmap(lambda z, d, p: jax.vmap(lambda t: obj(z + t * d, p))(_LADDER))
 
-    def direction(z):
+    def direction(z, p):
         g, H = gh(z, p)
         finite = jnp.all(jnp.isfinite(H), axis=(-1, -2)) & jnp.all(jnp.isfinite(g), axis=-1)
         H = jnp.where(finite[:, None, None], H, jnp.eye(z.shape[-1]))
@@ -92,34 +103,55 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = 1e-10,
         d = d * jnp.minimum(1.0, dmax / (jnp.linalg.norm(d, axis=-1) + 1e-300))[:, None]
         return g, d, lam[:, 0], finite
 
-    def cond(s):
-        return jnp.any(~s["done"]) & (s["it"] < max_iter)
+    def iterate(s, p, n_iter):
+        """Newton steps on every not-done problem of ``s`` until all are done or n_iter."""
+        def cond(c):
+            return jnp.any(~c["done"]) & (c["it"] < n_iter)
 
-    def body(s):
-        z = s["z"]
-        g, d, lmin, finite = direction(z)
-        gnorm = jnp.max(jnp.abs(g), -1)
-        conv = gnorm <= gtol * (1.0 + jnp.max(jnp.abs(z), -1))
-        f0 = fv(z, p)
-        fl = fladder(z, d, p)
-        slope = jnp.sum(g * d, -1)
-        ok = fl <= f0[:, None] + 1e-4 * _LADDER[None, :] * slope[:, None]
-        k = jnp.argmax(ok, axis=-1)
-        anyok = jnp.any(ok, axis=-1) & finite
-        move = anyok & ~s["done"] & ~conv
-        z_new = jnp.where(move[:, None], z + _LADDER[k][:, None] * d, z)
-        done = s["done"] | conv | ~anyok
-        return dict(z=z_new, it=s["it"] + 1, done=done,
-                    nonpd=s["nonpd"] | ((lmin <= 0) & ~s["done"]))
+        def body(c):
+            z = c["z"]
+            g, d, lmin, finite = direction(z, p)
+            gnorm = jnp.max(jnp.abs(g), -1)
+            conv = gnorm <= gtol * (1.0 + jnp.max(jnp.abs(z), -1))
+            f0 = fv(z, p)
+            fl = fladder(z, d, p)
+            slope = jnp.sum(g * d, -1)
+            ok = fl <= f0[:, None] + 1e-4 * _LADDER[None, :] * slope[:, None]
+            k = jnp.argmax(ok, axis=-1)
+            anyok = jnp.any(ok, axis=-1) & finite
+            move = anyok & ~c["done"] & ~conv
+            z_new = jnp.where(move[:, None], z + _LADDER[k][:, None] * d, z)
+            return dict(z=z_new, it=c["it"] + 1, done=c["done"] | conv | ~anyok,
+                        nonpd=c["nonpd"] | ((lmin <= 0) & ~c["done"]),
+                        steps=c["steps"] + (~c["done"]).astype(jnp.int32))
+
+        return lax.while_loop(cond, body, dict(s, it=jnp.asarray(0)))
 
     P = z0.shape[0]
-    init = dict(z=z0, it=jnp.asarray(0), done=jnp.zeros(P, bool), nonpd=jnp.zeros(P, bool))
-    s = lax.while_loop(cond, body, init)
+    s = dict(z=z0, done=jnp.zeros(P, bool), nonpd=jnp.zeros(P, bool),
+             steps=jnp.zeros(P, jnp.int32))
+    n_first = min(first_iter, max_iter)
+    s = {k: v for k, v in iterate(s, p, n_first).items() if k != "it"}
+    K = min(P, max(1, int(math.ceil(P * straggler_fraction))))
+    if n_first < max_iter:
+        def round_cond(c):
+            return jnp.any(~c["done"] & ~c["tried"])
+
+        def round_body(c):
+            # the K not-done, not-yet-tried problems first (stable sort on a 0/1 key)
+            idx = jnp.argsort((c["done"] | c["tried"]).astype(jnp.int32), stable=True)[:K]
+            sub = {k: c[k][idx] for k in ("z", "done", "nonpd", "steps")}
+            sub = iterate(sub, jax.tree_util.tree_map(lambda a: a[idx], p), max_iter - n_first)
+            out = {k: c[k].at[idx].set(sub[k]) for k in ("z", "done", "nonpd", "steps")}
+            out["tried"] = c["tried"].at[idx].set(True)
+            return out
+
+        s = lax.while_loop(round_cond, round_body, dict(s, tried=s["done"]))
     z = s["z"]
-    g, _, lmin, finite = direction(z)
+    g, _, lmin, finite = direction(z, p)
     conv = jnp.max(jnp.abs(g), -1) <= 1e3 * gtol * (1.0 + jnp.max(jnp.abs(z), -1))
     return dict(z=z, f=fv(z, p), converged=conv & finite, nonpd_path=s["nonpd"] | (lmin <= 0),
-                pd_end=(lmin > 0) & finite, iters=s["it"])
+                pd_end=(lmin > 0) & finite, iters=jnp.max(s["steps"]))
 
 
 def multistart_prox(obj, starts, p, *, max_iter: int = 40, gtol: float = 1e-10,
