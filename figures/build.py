@@ -24,19 +24,27 @@ def build_figures(names=None, *, quick: bool = False, workers: int = 2, schedule
     if unknown:
         raise ValueError(f"unknown figure {unknown[0]!r}; known: {', '.join(FIGURES)}")
     report = {}
-    cluster = None
+    cluster = client = None
     if scheduler is None and workers > 0:
-        # one cluster for every figure: its worker processes keep their compiled solvers
-        from dask.distributed import LocalCluster
+        # One cluster for every figure (no start-up per figure), its workers restarted between
+        # figures: a worker that compiled every solver of several figures ran out of JIT section
+        # memory once ("LLVM ERROR: Unable to allocate section memory", full run of 5 figures);
+        # the persistent compilation cache makes the restart cheap.
+        from dask.distributed import Client, LocalCluster
 
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", silence_logs=40)
         scheduler = cluster.scheduler_address
+        client = Client(cluster)
     try:
-        for name in names:
+        for index, name in enumerate(names):
+            if client is not None and index > 0:
+                client.restart()
             report[name] = _build_one(name, quick=quick, workers=workers, scheduler=scheduler,
                                       results_root=results_root, progress=progress)
     finally:
+        if client is not None:
+            client.close()
         if cluster is not None:
             cluster.close()
     return report

@@ -2,6 +2,7 @@
 and kill-and-resume (every task exactly once)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -177,6 +178,13 @@ def test_two_worker_local_cluster_sweep(tmp_path):
     # provenance beside every number
     rec = next(ResultStore(tmp_path / "store").records("simulate"))
     assert rec["meta"]["git_commit"] and rec["config_digest"] and rec["seed"] in (0, 1)
+    # theory next to simulation per point (figures/table.py)
+    from figures.table import comparison_rows, format_table
+
+    rows, axes = comparison_rows(tmp_path / "store", ["finetune.test_error"])
+    assert axes == ["finetune.alpha"] and len(rows) == 2
+    assert all(r["n"] == 2 and math.isfinite(r["theory"]) and math.isfinite(r["z"]) for r in rows)
+    assert format_table(rows, axes).count("\n") == 3
     # a rerun finds everything done
     again = run_sweep(spec, str(tmp_path / "store"), workers=0, progress=False)
     assert again.submitted == 0 and again.skipped == 2 + 4  # 2 theory points, 4 (point, seed)

@@ -96,6 +96,10 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
                              bayes_bound=bayes_bound and "finetune" in stages)
         except NotImplementedError as err:  # recorded, so a figure shows the gap, not a crash
             metrics, errors, diagnostics = {}, {}, {"not_available": str(err)}
+        except (ValueError, ArithmeticError) as err:
+            # a solver that left its domain at this point (e.g. a negative hat in an iterate):
+            # recorded with the message, the other points of the curve still run
+            metrics, errors, diagnostics = {}, {}, {"failed": f"{type(err).__name__}: {err}"}
         else:
             metrics, errors = _flatten_theory(result)
             diagnostics = {"solver": result["solver"], "flags": result["flags"]}

@@ -1,0 +1,95 @@
+"""Theory next to simulation for every point of a figure's (or any sweep's) results store.
+
+    python -m figures.table results/figures/mismatch [--metrics finetune.test_error,finetune.overlap]
+
+One markdown row per (point, metric): theory value ± MC error, simulation mean ± sem over seeds
+(n seeds), z = (sim − theory)/√(sem² + err²) and the theory's flags (not converged, RS doubtful).
+At a single d, z also contains the O(1/√d)–O(1/d) finite-size offset (docs/THEORY.md §1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+
+from simulations.sweeps import ResultStore, load_table
+
+__all__ = ["comparison_rows", "format_table"]
+
+DEFAULT_METRICS = ("pretrain.test_error", "finetune.test_error", "finetune.overlap")
+
+
+def _theory_flags(store_root) -> dict:
+    flags = {}
+    for rec in ResultStore(store_root).records("theory"):
+        diag = rec.get("diagnostics") or {}
+        solver = diag.get("solver") or {}
+        marks = []
+        for stage, block in solver.items():
+            if isinstance(block, dict):
+                if block.get("converged") is False:
+                    result = block.get("result")
+                    how = f" ({result})" if result not in (None, "converged") else " (MC repeats)"
+                    marks.append(f"{stage}: not converged{how}")
+                if block.get("rs_doubtful"):
+                    marks.append(f"{stage}: RS doubtful")
+        if "not_available" in diag:
+            marks.append("not available")
+        if "failed" in diag:
+            marks.append(f"failed ({diag['failed']})")
+        flags[rec["point_id"]] = marks
+    return flags
+
+
+def comparison_rows(store_root, metrics=DEFAULT_METRICS) -> tuple[list[dict], list[str]]:
+    """Rows of theory vs simulation and the axes they are labelled by."""
+    table = load_table(store_root)
+    spec = json.loads((ResultStore(store_root).root / "spec.json").read_text())
+    axes = [a for a in spec["axes"] if a in table.columns]
+    flags = _theory_flags(store_root)
+    rows = []
+    for point_id, sel in table.groupby("point_id", sort=False):
+        setting = {a: sel[a].iloc[0] for a in axes}
+        for metric in metrics:
+            th = sel[(sel.source == "theory") & (sel.metric == metric)]
+            sim = sel[(sel.source == "simulation") & (sel.metric == metric)]["value"].to_numpy()
+            if th.empty and sim.size == 0:
+                continue
+            t_val = float(th["value"].iloc[0]) if not th.empty else math.nan
+            t_err = float(th["error"].iloc[0]) if not th.empty else math.nan
+            mean = float(np.mean(sim)) if sim.size else math.nan
+            sem = float(np.std(sim, ddof=1) / math.sqrt(sim.size)) if sim.size > 1 else math.nan
+            scale = math.sqrt(sem ** 2 + (t_err if math.isfinite(t_err) else 0.0) ** 2)
+            z = (mean - t_val) / scale if scale > 0 else math.nan
+            rows.append({**setting, "metric": metric, "theory": t_val, "theory_err": t_err,
+                         "sim_mean": mean, "sim_sem": sem, "n": int(sim.size), "z": z,
+                         "flags": "; ".join(flags.get(point_id, []))})
+    return rows, axes
+
+
+def format_table(rows, axes) -> str:
+    head = axes + ["metric", "theory", "simulation (n)", "z", "theory flags"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([str(r[a]) for a in axes] + [
+            r["metric"], f"{r['theory']:.4g} ± {r['theory_err']:.1g}",
+            f"{r['sim_mean']:.4g} ± {r['sim_sem']:.2g} ({r['n']})", f"{r['z']:+.2f}",
+            r["flags"] or "—"]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("store")
+    ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    args = ap.parse_args(argv)
+    rows, axes = comparison_rows(args.store, args.metrics.split(","))
+    print(format_table(rows, axes))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
