@@ -244,17 +244,14 @@ def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
         q, v = x[0], x[2]
         p = (omega, v, q, Sst, teacher(zeta, Htea, q0))
         f = (z - omega) / v
-        H = grad_hess(z, p)[1]
+        lam, U = jacobi_eigh(grad_hess(z, p)[1])
+        Hinv = (U / lam) @ U.T
         if kind == "reduced":
             Afull = Htea + jnp.outer(zeta, zeta) - q0 * eye + q * eye
-            lam, U = jacobi_eigh(H)
-            Hinv = (U / lam) @ U.T
             divz = 4.0 / v * (jnp.dot(zeta, z) * jnp.trace(Hinv) + z @ Hinv @ zeta)
             dq = 2.0 * jnp.trace(Afull - jnp.outer(z, z))
             train = jnp.sum((jnp.outer(z, z) - Afull) ** 2)
         else:
-            lam, U = jacobi_eigh(H)
-            Hinv = (U / lam) @ U.T
             gz = jax.grad(loss, argnums=0)
             Jz = jax.jacfwd(gz, argnums=2)(z, q, zeta, Sst, Htea, q0)     # ∂_ζ ∇_z ℓ'
             divz = -jnp.trace(Hinv @ Jz) / v
