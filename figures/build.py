@@ -8,7 +8,7 @@ from pathlib import Path
 
 from simulations.sweeps import load_table, run_sweep
 
-from . import FIGURES
+from . import EXTRA_FIGURES, FIGURES
 from .common import caption, load_figure_spec, save
 
 __all__ = ["build_figures"]
@@ -20,16 +20,19 @@ def build_figures(names=None, *, quick: bool = False, workers: int = 2, schedule
                   results_root: str = "results/figures", progress: bool = True) -> dict:
     """Build the named figures (all by default); returns ``{name: {"paths", "seconds"}}``."""
     names = list(names) if names else list(FIGURES)
-    unknown = [n for n in names if n not in FIGURES]
+    known = FIGURES + EXTRA_FIGURES
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown figure {unknown[0]!r}; known: {', '.join(FIGURES)}")
+        raise ValueError(f"unknown figure {unknown[0]!r}; known: {', '.join(known)}")
     report = {}
     cluster = client = None
     if scheduler is None and workers > 0:
-        # One cluster for every figure (no start-up per figure), its workers restarted between
-        # figures: a worker that compiled every solver of several figures ran out of JIT section
-        # memory once ("LLVM ERROR: Unable to allocate section memory", full run of 5 figures);
-        # the persistent compilation cache makes the restart cheap.
+        # One cluster for every figure (no start-up per figure). Full runs restart its workers
+        # between figures: a worker that compiled every solver of several full figures ran out of
+        # JIT section memory once ("LLVM ERROR: Unable to allocate section memory", 5 figures at
+        # d = 150; Dask restarted the worker and re-ran its task). Quick runs keep the workers:
+        # a restart costs each figure ~10-40 s of tracing again (measured: the persistent cache
+        # saves the XLA compilation, not the tracing), the bulk of a quick figure's time.
         from dask.distributed import Client, LocalCluster
 
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -38,7 +41,7 @@ def build_figures(names=None, *, quick: bool = False, workers: int = 2, schedule
         client = Client(cluster)
     try:
         for index, name in enumerate(names):
-            if client is not None and index > 0:
+            if client is not None and index > 0 and not quick:
                 client.restart()
             report[name] = _build_one(name, quick=quick, workers=workers, scheduler=scheduler,
                                       results_root=results_root, progress=progress)

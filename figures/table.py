@@ -1,10 +1,16 @@
 """Theory next to simulation for every point of a figure's (or any sweep's) results store.
 
     python -m figures.table results/figures/mismatch [--metrics finetune.test_error,finetune.overlap]
+    python -m figures.table STORE --paired pretrain.lam=0.18,0.27   # same seeds, value(a) − value(b)
 
 One markdown row per (point, metric): theory value ± MC error, simulation mean ± sem over seeds
 (n seeds), z = (sim − theory)/√(sem² + err²) and the theory's flags (not converged, RS doubtful).
 At a single d, z also contains the O(1/√d)–O(1/d) finite-size offset (docs/THEORY.md §1).
+
+``--paired AXIS=A,B`` compares two values of one axis seed by seed (a simulation seed draws the
+same teacher and data at every point of a sweep): the per-seed difference value(A) − value(B)
+cancels most of the seed-to-seed spread and the common finite-size offset, so a small predicted
+difference can be tested where the unpaired curves overlap.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 
 from simulations.sweeps import ResultStore, load_table
 
-__all__ = ["comparison_rows", "format_table"]
+__all__ = ["comparison_rows", "format_table", "paired_difference"]
 
 DEFAULT_METRICS = ("pretrain.test_error", "finetune.test_error", "finetune.overlap")
 
@@ -81,11 +87,50 @@ def format_table(rows, axes) -> str:
     return "\n".join(lines)
 
 
+def paired_difference(store_root, metric: str, axis: str, a, b) -> dict:
+    """Theory and seed-paired simulation difference of ``metric`` between ``axis = a`` and
+    ``axis = b`` (every other axis must have one value). Theory error: the two MC errors in
+    quadrature; simulation: mean ± sem of the per-seed differences over the seeds present at both."""
+    table = load_table(store_root)
+    sel = table[table.metric == metric]
+    at = lambda value: sel[np.isclose(sel[axis].astype(float), float(value))]  # noqa: E731
+    rows_a, rows_b = at(a), at(b)
+    th_a, th_b = rows_a[rows_a.source == "theory"], rows_b[rows_b.source == "theory"]
+    if th_a.empty or th_b.empty:
+        raise ValueError(f"no theory for {metric} at {axis} = {a} and {b}")
+    theory = float(th_a["value"].iloc[0]) - float(th_b["value"].iloc[0])
+    err = math.hypot(float(th_a["error"].iloc[0] or 0.0), float(th_b["error"].iloc[0] or 0.0))
+    sim_a = rows_a[rows_a.source == "simulation"].set_index("seed")["value"]
+    sim_b = rows_b[rows_b.source == "simulation"].set_index("seed")["value"]
+    seeds = sorted(set(sim_a.index) & set(sim_b.index))
+    diffs = np.array([float(sim_a[s]) - float(sim_b[s]) for s in seeds])
+    mean = float(diffs.mean()) if diffs.size else math.nan
+    sem = float(diffs.std(ddof=1) / math.sqrt(diffs.size)) if diffs.size > 1 else math.nan
+    scale = math.hypot(sem, err)
+    return {"metric": metric, "axis": axis, "a": a, "b": b, "theory": theory, "theory_err": err,
+            "sim_mean": mean, "sim_sem": sem, "n": int(diffs.size),
+            "sim_z_vs_zero": mean / sem if sem > 0 else math.nan,
+            "z": (mean - theory) / scale if scale > 0 else math.nan}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("store")
     ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    ap.add_argument("--paired", metavar="AXIS=A,B",
+                    help="seed-paired difference value(A) - value(B) along AXIS")
     args = ap.parse_args(argv)
+    if args.paired:
+        axis, values = args.paired.split("=")
+        a, b = (float(v) for v in values.split(","))
+        print(f"| metric | theory: {axis}={a:g} − {b:g} | simulation: paired mean ± sem (n) "
+              "| sim z vs 0 | z vs theory |\n|---|---|---|---|---|")
+        for metric in args.metrics.split(","):
+            r = paired_difference(args.store, metric, axis, a, b)
+            print(f"| {metric} | {r['theory']:+.4g} ± {r['theory_err']:.1g} | "
+                  f"{r['sim_mean']:+.4g} ± {r['sim_sem']:.2g} ({r['n']}) | "
+                  f"{r['sim_z_vs_zero']:+.2f} | {r['z']:+.2f} |")
+        return 0
     rows, axes = comparison_rows(args.store, args.metrics.split(","))
     print(format_table(rows, axes))
     return 0

@@ -280,11 +280,17 @@ def _optimize(args, cfg) -> int:
           f"{len(unconverged)} not converged (see --json)")
     for p in failed:
         print(f"  failed at {p['choice']}: {p['metrics']['failed']}")
+    for criterion, entry in result.best.items():
+        rival = entry.get("beaten_by_unconverged")
+        if rival:
+            print(f"  warning: {criterion} = {_fmt(rival['value'])} at the not-converged choice "
+                  f"{rival['choice']} beats the reported optimum: the optimum may lie where the "
+                  "theory is not converged (raise theory.mc_samples, or read the flags there)")
     return 0
 
 
 def _mismatch(args, cfg) -> int:
-    from theory.applications.mismatch import mismatch_map
+    from theory.applications.mismatch import Z_SIGNIFICANT, mismatch_map
 
     xs = [float(v) for v in args.x_values.split(",")]
     ys = [float(v) for v in args.y_values.split(",")]
@@ -311,14 +317,18 @@ def _mismatch(args, cfg) -> int:
         print(json.dumps(result.to_dict(), default=float))
         return 0
     print(f"mismatch map: rows {args.y}, columns {args.x}; X = reuse improves one of "
-          f"(test error, overlap) and worsens the other")
+          f"(test error, overlap) and worsens the other, beyond {Z_SIGNIFICANT:g} MC errors; "
+          f"lower case = the theory flags that cell (RS doubtful / not converged)")
     print(f"{'':>10s} " + " ".join(f"{x:>7g}" for x in xs))
     for j, y in enumerate(ys):
-        print(f"{y:>10g} " + " ".join(f"{'X' if result.reuse_disagrees[i, j] else '.':>7s}"
-                                      for i in range(len(xs))))
+        cells = []
+        for i in range(len(xs)):
+            mark = "X" if result.reuse_disagrees[i, j] else "."
+            cells.append(f"{mark if result.trusted[i, j] else mark.lower() + '?':>7s}")
+        print(f"{y:>10g} " + " ".join(cells))
     for mode, best in result.best_y.items():
         print(f"{mode}: argmin test error over {args.y}: {best['test_error']}; "
-              f"argmax overlap: {best['overlap']}")
+              f"argmax overlap: {best['overlap']}; significant disagreement: {best['disagree']}")
     for note in result.notes:
         print(f"! {note}")
     return 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from theory.applications import optimal_pretraining as opt
-from theory.applications.mismatch import mismatch_map
+from theory.applications.mismatch import Z_SIGNIFICANT, mismatch_map
 from theory.config import load_config
 
 LINEAR = ["model.attention=linear", "model.T=2", "pretrain.estimator=direct",
@@ -70,5 +70,28 @@ def test_mismatch_map_marks_disagreement_consistently():
             assert mm.best_y[mode]["overlap"][i] == lams[int(np.argmax(mm.overlap[mode][i]))]
     d_test = mm.test_error["reused"] - mm.test_error["fresh"]
     d_overlap = mm.overlap["reused"] - mm.overlap["fresh"]
-    np.testing.assert_array_equal(mm.reuse_disagrees, np.sign(d_test) == np.sign(d_overlap))
+    z = lambda d, err: np.abs(d) / np.maximum(np.hypot(err["reused"], err["fresh"]), 1e-300)
+    significant = (z(d_test, mm.test_error_err) > Z_SIGNIFICANT) & \
+        (z(d_overlap, mm.overlap_err) > Z_SIGNIFICANT)
+    np.testing.assert_array_equal(mm.reuse_disagrees,
+                                  (np.sign(d_test) == np.sign(d_overlap)) & significant)
+    assert mm.trusted.shape == (2, 3)
+    for mode in ("fresh", "reused"):   # a significant argmin/argmax disagreement needs distinct y
+        for i, flag in enumerate(mm.best_y[mode]["disagree"]):
+            assert not flag or mm.best_y[mode]["test_error"][i] != mm.best_y[mode]["overlap"][i]
     assert mm.to_dict()["x_field"] == "finetune.alpha"
+
+
+def test_optimal_pretraining_reports_an_unconverged_point_that_beats_the_optimum(monkeypatch):
+    """Not-converged choices are never selected, but one whose value beats the reported optimum
+    is named (the optimum would otherwise sit silently at the edge of the converged region)."""
+    cfg = load_config(None, LINEAR)
+    real = opt.converged
+    monkeypatch.setattr(opt, "converged",
+                        lambda result: real(result) and result["config"]["pretrain"]["lam"] > 1.0)
+    result = opt.optimize_pretraining(cfg, over=["pretrain.lam"], grid_points=5, refine_steps=2)
+    entry = result.best["finetune.test_error"]
+    assert entry["choice"]["pretrain.lam"] > 1.0
+    rival = entry["beaten_by_unconverged"]
+    assert rival is not None and rival["choice"]["pretrain.lam"] <= 1.0
+    assert rival["value"] < entry["metrics"]["finetune.test_error"]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from figures import FIGURES
+from figures import EXTRA_FIGURES, FIGURES
 from figures.common import caption, load_figure_spec, plt, save
 
 METRICS = ("pretrain.test_error", "pretrain.mse", "finetune.test_error", "finetune.overlap",
@@ -44,7 +44,7 @@ def _curves(ax):
     return lines, list(ax.containers)
 
 
-@pytest.mark.parametrize("name", FIGURES)
+@pytest.mark.parametrize("name", FIGURES + EXTRA_FIGURES)
 def test_figure_draws_expected_curves(name, tmp_path):
     spec, figure = load_figure_spec(name, quick=True)
     table = _synthetic_table(spec)

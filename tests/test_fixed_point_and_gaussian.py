@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from theory.fixed_point import FixedPointError, damped_fixed_point
+from theory.fixed_point import MAX_BACKTRACKS, FixedPointError, damped_fixed_point
 from theory.gaussian import frobenius_inner, goe, n_sym, sym_to_vec, vec_to_sym
 
 
@@ -56,6 +56,33 @@ def test_non_converged_is_reported_not_silent():
 def test_nonfinite_is_reported():
     sol = damped_fixed_point(lambda x: x * np.nan, [1.0], max_iter=10)
     assert sol.result == "nonfinite" and not sol.converged
+    assert sol.value[0] == 1.0  # never a point where the map was not defined
+
+
+def _defined_on_positive_half_line(x):
+    """x* = 1, slope −2; not defined for x < 0 (like a prior step given M̂ ≤ 0)."""
+    return np.where(x >= 0.0, 3.0 - 2.0 * x, np.nan)
+
+
+def test_backtracks_into_the_domain_and_converges():
+    # undamped, the first step jumps to x = −2, outside the domain: the driver must halve its way
+    # back (to 0.25), damp more and still reach the fixed point of the map
+    sol = damped_fixed_point(_defined_on_positive_half_line, [2.5], damping=0.0, tol=1e-10,
+                             max_iter=200)
+    assert sol.converged and abs(sol.value[0] - 1.0) < 1e-9
+    assert np.isnan(sol.history[1]) and np.isfinite(sol.history[0])
+
+
+def test_backtracking_gives_up_and_reports_the_last_defined_point():
+    calls = []
+
+    def defined_only_at_start(x):
+        calls.append(float(x[0]))
+        return np.array([5.0]) if len(calls) == 1 else np.array([np.nan])
+
+    sol = damped_fixed_point(defined_only_at_start, [1.0], damping=0.5, max_iter=100)
+    assert sol.result == "nonfinite" and not sol.converged
+    assert sol.value[0] == 1.0 and len(calls) == 2 + MAX_BACKTRACKS
 
 
 @given(T=st.integers(2, 5))

@@ -185,9 +185,56 @@ def test_two_worker_local_cluster_sweep(tmp_path):
     assert axes == ["finetune.alpha"] and len(rows) == 2
     assert all(r["n"] == 2 and math.isfinite(r["theory"]) and math.isfinite(r["z"]) for r in rows)
     assert format_table(rows, axes).count("\n") == 3
+    # seed-paired difference between two points (figures.table --paired)
+    from figures.table import paired_difference
+
+    pair = paired_difference(tmp_path / "store", "finetune.test_error", "finetune.alpha", 1.0, 2.0)
+    by = {(r["point"]["finetune.alpha"], r["seed"]): r["metrics"]["finetune.test_error"]
+          for r in ResultStore(tmp_path / "store").records("simulate")}
+    diffs = [by[(1.0, s)] - by[(2.0, s)] for s in (0, 1)]
+    assert pair["n"] == 2 and math.isclose(pair["sim_mean"], sum(diffs) / 2, rel_tol=1e-12)
+    assert math.isfinite(pair["theory"]) and math.isfinite(pair["z"])
     # a rerun finds everything done
     again = run_sweep(spec, str(tmp_path / "store"), workers=0, progress=False)
     assert again.submitted == 0 and again.skipped == 2 + 4  # 2 theory points, 4 (point, seed)
+
+
+def test_bayes_bound_solved_once_per_alpha_and_shared_by_every_lambda(tmp_path):
+    """The Bayes bound does not read finetune.lam: one task per alpha' serves every lambda' curve
+    (2 Dask workers: the curve tasks receive the bound as a nested future)."""
+    spec = load_spec(_write_spec(tmp_path, textwrap.dedent("""
+        [sweep]
+        name = "bound"
+        run = ["theory"]
+        continuation = "finetune.alpha"
+        bayes_bound = true
+        [sweep.grid]
+        "finetune.lam" = [0.05, 0.5]
+        "finetune.alpha" = [1.0, 2.0]
+    """)))
+    report = run_sweep(spec, str(tmp_path / "store"), workers=2, progress=False)
+    assert report.submitted == 2  # two lambda' curves (the bound tasks are their dependencies)
+    records = list(ResultStore(tmp_path / "store").records("theory"))
+    assert len(records) == 4
+    by_alpha: dict = {}
+    for rec in records:
+        assert "finetune.test_error" in rec["metrics"]
+        by_alpha.setdefault(rec["point"]["finetune.alpha"], []).append(rec)
+    for recs in by_alpha.values():
+        lams = {r["point"]["finetune.lam"] for r in recs}
+        assert lams == {0.05, 0.5}
+        bounds = [{k: v for k, v in r["metrics"].items() if k.startswith("bayes_finetune.")}
+                  for r in recs]
+        assert bounds[0] and bounds[0] == bounds[1]
+        # the same solve, not two equal ones: its wall time is the same number in both records
+        seconds = {r["diagnostics"]["solver"]["bayes_finetune"]["seconds"] for r in recs}
+        assert len(seconds) == 1
+        # the bound lies below both LoRA estimators (it is Bayes-optimal)
+        for r in recs:
+            assert r["metrics"]["bayes_finetune.test_error"] <= r["metrics"]["finetune.test_error"]
+    ta = by_alpha[1.0][0]["metrics"]["bayes_finetune.test_error"]
+    tb = by_alpha[2.0][0]["metrics"]["bayes_finetune.test_error"]
+    assert tb < ta  # more fine-tuning data, smaller Bayes error
 
 
 def test_kill_and_resume_runs_every_task_exactly_once(tmp_path):

@@ -18,7 +18,7 @@ import jax
 __all__ = ["enable_compilation_cache", "CACHE_ENV"]
 
 CACHE_ENV = "HDLORA_JAX_CACHE"
-MIN_COMPILE_SECONDS = 0.5     # cache only programs slower than this to compile
+MIN_COMPILE_SECONDS = 0.0     # cache every program: many small ones add up to seconds
 
 
 def enable_compilation_cache(directory: str | os.PathLike | None = None) -> str | None:

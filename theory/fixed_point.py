@@ -2,8 +2,9 @@
 
 A solver supplies ``step(x) -> x_new`` on a flat float64 vector of order parameters. The driver
 damps (``x <- damping·x + (1 − damping)·step(x)``), increases the damping when the residual grows,
-stops when ``max|x_new − x| <= tol·(1 + max|x|)``, caps the iterations, stops on non-finite values,
-and returns a :class:`FixedPointSolution` with a result code: it never returns a silent
+stops when ``max|x_new − x| <= tol·(1 + max|x|)``, caps the iterations, backtracks when the map
+leaves its domain (a non-finite ``step(x)``: the iterate is moved halfway back to the last point
+where the map was finite, at most ``MAX_BACKTRACKS`` times in a row, then it stops), and returns a :class:`FixedPointSolution` with a result code: it never returns a silent
 non-converged answer. ``throw=True`` raises :class:`FixedPointError` instead of returning a
 non-converged solution.
 """
@@ -16,7 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["FixedPointSolution", "FixedPointError", "damped_fixed_point"]
+__all__ = ["FixedPointSolution", "FixedPointError", "damped_fixed_point", "MAX_BACKTRACKS"]
+
+#: consecutive halvings toward the last in-domain iterate before giving up with "nonfinite"
+MAX_BACKTRACKS = 8
 
 
 class FixedPointError(RuntimeError):
@@ -27,8 +31,9 @@ class FixedPointError(RuntimeError):
 class FixedPointSolution:
     """Result of :func:`damped_fixed_point`.
 
-    ``result`` is ``"converged"``, ``"max_iter"``, ``"stalled"`` or ``"nonfinite"``; ``residual``
-    is the last relative step size; ``history`` holds the residual of every iteration.
+    ``result`` is ``"converged"``, ``"max_iter"``, ``"stalled"`` or ``"nonfinite"`` (then ``value``
+    is the last iterate where the map was finite, if any); ``residual`` is the last relative step
+    size; ``history`` holds the residual of every iteration.
     """
 
     value: np.ndarray
@@ -76,11 +81,26 @@ def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping:
     past_g: list[np.ndarray] = []
     best, best_x, best_fx = np.inf, x, x
     stall_ref, stall_since = np.inf, 0
+    last_good, backtracks = None, 0
     for it in range(1, max_iter + 1):
         fx = np.asarray(step(x), dtype=np.float64)
         if not np.all(np.isfinite(fx)):
-            result = "nonfinite"
-            break
+            # the map left its domain at x (e.g. a hat of the wrong sign in an extrapolated
+            # iterate): halve the way back to the last in-domain point, damp more, forget the
+            # Anderson history; a map non-finite at its start or after MAX_BACKTRACKS halvings stops
+            if last_good is None or backtracks >= MAX_BACKTRACKS:
+                result = "nonfinite"
+                if last_good is not None:
+                    x = last_good  # report the last point where the map was defined
+                break
+            backtracks += 1
+            x = last_good + 0.5 * (x - last_good)
+            damping = min(max_damping, 0.5 * (1.0 + damping))
+            past_x.clear()
+            past_g.clear()
+            history.append(np.nan)
+            continue
+        last_good, backtracks = x.copy(), 0
         residual = float(np.max(np.abs(fx - x)) / (1.0 + np.max(np.abs(x))))
         history.append(residual)
         if residual <= tol:

@@ -27,7 +27,7 @@ from .schema import FINETUNE_METRICS, PRETRAIN_METRICS
 from .states import FinetuneState, PretrainState
 
 __all__ = ["predict", "predict_pretraining", "predict_finetuning", "pretrain_state_from_measured",
-           "converged"]
+           "predict_bayes_bound", "merge_bayes_bound", "bayes_bound_key", "converged"]
 
 
 def _entry(metrics: dict, errors: dict, key: str) -> dict:
@@ -95,16 +95,42 @@ def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool 
         out["solver"]["recalibration_c"] = float(fin.c)
         out["flags"] += [f"finetune: {f}" for f in fin.flags]
         if bayes_bound:
-            from .finetuning import bayes as bayes_finetune
-
-            bo = bayes_finetune.solve(cfg, pre)
-            out["bayes_finetune"] = {k: _entry(bo.metrics, bo.mc_err, k)
-                                     for k in ("q", "m", "overlap", "test_error",
-                                               "test_error_clean")}
-            out["solver"]["bayes_finetune"] = dict(bo.solver)
-            out["flags"] += [f"bayes_finetune: {f}" for f in bo.flags]
+            merge_bayes_bound(out, predict_bayes_bound(cfg, pre))
     out["meta"] = {**provenance(), "seconds": time.perf_counter() - start}
     return out
+
+
+def predict_bayes_bound(cfg: Config, pre: PretrainState) -> dict:
+    """The Bayes-optimal fine-tuning bound (T38–T40) as a block of :func:`predict`'s result:
+    ``{"bayes_finetune": {metric: entry}, "solver": {...}, "flags": [...]}``. It does not read
+    ``finetune.lam``, ``finetune.lora`` or ``finetune.recalibrate`` (see :func:`bayes_bound_key`),
+    so a sweep solves it once for every λ′ that shares the rest."""
+    from .finetuning import bayes as bayes_finetune
+
+    bo = bayes_finetune.solve(cfg, pre)
+    return {"bayes_finetune": {k: _entry(bo.metrics, bo.mc_err, k)
+                               for k in ("q", "m", "overlap", "test_error", "test_error_clean")},
+            "solver": dict(bo.solver), "flags": [f"bayes_finetune: {f}" for f in bo.flags]}
+
+
+def merge_bayes_bound(result: dict, bound: dict) -> dict:
+    """Put a :func:`predict_bayes_bound` block into a :func:`predict` result (in place)."""
+    result["bayes_finetune"] = bound["bayes_finetune"]
+    result["solver"]["bayes_finetune"] = bound["solver"]
+    result["flags"] += list(bound["flags"])
+    return result
+
+
+def bayes_bound_key(cfg: Config) -> str:
+    """Digest of what the Bayes bound reads: the theory sections with the fine-tuning fields that
+    only the LoRA estimator uses (λ′, LoRA kind, recalibration) set to their defaults."""
+    from .config import FinetuneConfig
+
+    default = FinetuneConfig()
+    finetune = replace(cfg.finetune, lam=default.lam, lora=default.lora,
+                       recalibrate=default.recalibrate)
+    return replace(cfg, finetune=finetune).digest(sections=("model", "pretrain", "finetune",
+                                                             "theory"))
 
 
 def converged(result: dict) -> bool:

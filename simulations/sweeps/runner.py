@@ -3,6 +3,9 @@
 * Theory: one task per curve (the points sharing every axis but ``sweep.continuation`` and the
   ``sim.*`` axes; each point otherwise), each point written as soon as it is solved. Points that
   differ only in ``sim.*`` fields (``sim.d``, seeds, optimiser settings) are solved once.
+* Bayes bound (``sweep.bayes_bound``): one task per :func:`theory.predict.bayes_bound_key` (it
+  does not read λ′, so the curves of every λ′ at an α′ share it); each curve task waits for the
+  bounds of its points and merges them into its records.
 * Simulation: one task per (point, seed). The pre-trained backbone depends only on
   (model, pretrain, sim.d, optimiser settings, seed): it is computed once per such key as its own
   Dask task and passed to every fine-tuning task that shares it.
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 
 from theory.compile_cache import enable_compilation_cache
 from theory.config import Config
+from theory.predict import bayes_bound_key
 from theory.provenance import provenance
 
 from .spec import SweepPoint, SweepSpec
@@ -68,15 +72,30 @@ def theory_key(cfg: Config) -> str:
     return cfg.digest(sections=THEORY_SECTIONS)
 
 
+def bayes_bound_task(cfg_dict: dict) -> dict:
+    """The Bayes-optimal fine-tuning bound of one :func:`theory.predict.bayes_bound_key`; a solver
+    that leaves its domain gives ``{"failed": message}`` (recorded by the curves that use it)."""
+    from theory.predict import predict_bayes_bound, predict_pretraining
+
+    enable_compilation_cache()
+    cfg = Config.from_dict(cfg_dict)
+    try:
+        return predict_bayes_bound(cfg, predict_pretraining(cfg))
+    except (ValueError, ArithmeticError) as err:
+        return {"failed": f"{type(err).__name__}: {err}"}
+
+
 def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str,
                       stages: tuple[str, ...] = ("pretrain", "finetune"),
-                      bayes_bound: bool = False) -> list[str]:
+                      bayes_bounds: dict[str, dict] | None = None) -> list[str]:
     """Solve the theory along one curve, writing each point as soon as it is done.
 
     ``curve`` is a list of alias groups: the points of a group differ only in ``sim.*`` fields,
     which the theory does not read, so it is solved once and its record written for each alias.
+    ``bayes_bounds`` maps :func:`theory.predict.bayes_bound_key` to a :func:`bayes_bound_task`
+    result; each point with its key in the map gets the bound merged into its record.
     """
-    from theory.predict import predict, predict_pretraining
+    from theory.predict import bayes_bound_key, merge_bayes_bound, predict, predict_pretraining
 
     enable_compilation_cache()
     store = ResultStore(store_root)
@@ -92,8 +111,12 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
             key = cfg.digest(sections=("model", "pretrain", "theory"))
             if key not in pretrain_states:
                 pretrain_states[key] = predict_pretraining(cfg)
-            result = predict(cfg, pre=pretrain_states[key], stages=stages,
-                             bayes_bound=bayes_bound and "finetune" in stages)
+            result = predict(cfg, pre=pretrain_states[key], stages=stages)
+            bound = (bayes_bounds or {}).get(bayes_bound_key(cfg)) if "finetune" in stages else None
+            if bound is not None and "failed" in bound:
+                result["flags"].append(f"bayes_finetune: failed: {bound['failed']}")
+            elif bound is not None:
+                merge_bayes_bound(result, bound)
         except NotImplementedError as err:  # recorded, so a figure shows the gap, not a crash
             metrics, errors, diagnostics = {}, {}, {"not_available": str(err)}
         except (ValueError, ArithmeticError) as err:
@@ -170,7 +193,9 @@ class _InlineClient:
     def submit(self, fn, *args, **kwargs):
         kwargs.pop("key", None)
         kwargs.pop("pure", None)
-        args = [a.result() if isinstance(a, _InlineFuture) else a for a in args]
+        resolve = lambda a: a.result() if isinstance(a, _InlineFuture) else a
+        args = [{k: resolve(v) for k, v in a.items()} if isinstance(a, dict) else resolve(a)
+                for a in args]
         return _InlineFuture(fn(*args))
 
     def close(self):
@@ -202,6 +227,7 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
         else:
             client = Client(scheduler)
     futures, skipped, backbones = [], 0, 0
+    bayes_futures: dict = {}    # one Bayes-bound task per bayes_bound_key
     try:
         if "theory" in spec.run:
             for curve in spec.curves():
@@ -212,9 +238,19 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
                     else:
                         groups.setdefault(theory_key(p.config), []).append(_point_task(p))
                 todo = list(groups.values())
-                if todo:
-                    futures.append(client.submit(theory_curve_task, todo, str(store.root),
-                                                 spec.stages, spec.bayes_bound, pure=False))
+                if not todo:
+                    continue
+                bounds = {}
+                if spec.bayes_bound and "finetune" in spec.stages:
+                    for aliases in todo:
+                        cfg = Config.from_dict(aliases[0][1])
+                        bkey = bayes_bound_key(cfg)
+                        if bkey not in bayes_futures:
+                            bayes_futures[bkey] = client.submit(
+                                bayes_bound_task, cfg.to_dict(), key=f"bayes-{bkey}", pure=False)
+                        bounds[bkey] = bayes_futures[bkey]
+                futures.append(client.submit(theory_curve_task, todo, str(store.root),
+                                             spec.stages, bounds, pure=False))
         if "simulate" in spec.run:
             groups: dict[str, list] = {}
             for point in spec.points():

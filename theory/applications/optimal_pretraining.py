@@ -44,8 +44,8 @@ CATEGORICAL = {"pretrain.estimator": ("direct", "factorized", "bayes")}
 
 @dataclass(frozen=True)
 class OptimalPretraining:
-    """``best[criterion] = {"choice": {field: value}, "metrics": {...}}``; ``scan`` is every
-    evaluated point (choice, metrics)."""
+    """``best[criterion] = {"choice": {field: value}, "metrics": {...}, "beaten_by_unconverged":
+    None | {"choice", "value"}}``; ``scan`` is every evaluated point (choice, metrics)."""
 
     best: dict
     scan: list
@@ -123,9 +123,29 @@ def optimize_pretraining(cfg: Config, over=("pretrain.lam",), *, recalibrate: bo
                                            start=float(grid[i]))
             candidates.append((choice, evaluate(choice)))
         choice, metrics = min(candidates, key=lambda c: _score(c[1], criterion))
-        best[criterion] = {"choice": choice, "metrics": metrics}
+        best[criterion] = {"choice": choice, "metrics": metrics,
+                           "beaten_by_unconverged": _beaten_by_unconverged(
+                               cache, criterion, _score(metrics, criterion))}
     scan = [{"choice": dict(k), "metrics": v} for k, v in cache.items()]
     return OptimalPretraining(best=best, scan=scan, fields=over)
+
+
+def _beaten_by_unconverged(cache: dict, criterion: str, best_score: float) -> dict | None:
+    """The evaluated choice that the theory did not converge at but whose value beats the reported
+    optimum (if any): the optimum may then lie where the solver is not trusted, and the user is
+    told so rather than shown an optimum at the edge of the converged region."""
+    block, key, sense = CRITERIA[criterion]
+    rival = None
+    for choice, metrics in cache.items():
+        if metrics.get("failed") or metrics.get("converged", True):
+            continue
+        value = metrics.get(f"{block}.{key}", math.nan)
+        if value is None or not math.isfinite(value):
+            continue
+        score = value if sense == "min" else -value
+        if score < best_score and (rival is None or score < rival[0]):
+            rival = (score, {"choice": dict(choice), "value": value})
+    return None if rival is None else rival[1]
 
 
 def _golden_log(f, low: float, high: float, steps: int, *, start: float) -> float:

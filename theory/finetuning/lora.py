@@ -324,12 +324,14 @@ def _sanitize(x, q0):
     return q, m, v
 
 
-def _hats(S: _Setup, means: dict, q: float, m: float, v: float):
-    """(T30) hats from the sample means; Stein forms when the multi-minimum fraction ≥ 1e-3."""
+def _hats(S: _Setup, means: dict, q: float, m: float, v: float, force_stein: bool = False):
+    """(T30) hats from the sample means; Stein forms when the multi-minimum fraction ≥ 1e-3, or
+    always with ``force_stein`` (the retry of a stalled derivative-form iteration, §9)."""
     al, q0 = S.alpha, S.q0
     sp = math.sqrt(max(q0 - (m * m / q if q > 0 else 0.0), 0.0))
     qhat = al * float(means["f2"])
-    stein = float(means["multimin"]) >= STEIN_THRESHOLD and q > 1e-10 and sp > 1e-8
+    stein = (force_stein or float(means["multimin"]) >= STEIN_THRESHOLD) and q > 1e-10 \
+        and sp > 1e-8
     if stein:
         mhat = al * float(means["feta"]) / sp
         vhat0 = -(al / math.sqrt(q)) * (float(means["fxi"])
@@ -366,28 +368,46 @@ def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = T
         # the full multi-start map (phase 2)
         full, state["full"] = state["full"], state["phase2"]
         (q, m, v), means = evaluate(x, full)
-        return _prior(S, *_hats(S, means, q, m, v)[:3])
+        return _prior(S, *_hats(S, means, q, m, v, state["force_stein"])[:3])
 
     t0 = time.perf_counter()
     cap = max_iter if max_iter is not None else cfg.theory.max_iter
-    # phase 1: warm-start-only prox (cheap) to convergence; phase 2: the full multi-start map
-    # from there, so that the reported fixed point is the fixed point of the full map.
-    # Phase 1 is Anderson-accelerated; a phase 1 that does not converge is reported as such
-    # without a (costly, equally failing) full phase 2.
-    state["phase2"] = False
-    sol1 = damped_fixed_point(step, np.asarray(x0, float), damping=cfg.theory.damping,
-                              tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY,
-                              stall=STALL_ITERATIONS)
-    if sol1.converged:
+
+    def two_phases(x_start, first_full):
+        # phase 1: warm-start-only prox (cheap) to convergence; phase 2: the full multi-start
+        # map from there, so that the reported fixed point is the fixed point of the full map.
+        # Phase 1 is Anderson-accelerated; a phase 1 that does not converge is reported as such
+        # without a (costly, equally failing) full phase 2.
+        state["phase2"] = False
+        state["full"] = first_full
+        sol1 = damped_fixed_point(step, np.asarray(x_start, float), damping=cfg.theory.damping,
+                                  tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY,
+                                  stall=STALL_ITERATIONS)
+        if not sol1.converged:
+            return sol1
         state["phase2"] = state["full"] = True
-        sol = damped_fixed_point(step, sol1.value, damping=cfg.theory.damping,
-                                 tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY,
-                                 stall=STALL_ITERATIONS)
-        sol = dataclasses.replace(sol, iterations=sol1.iterations + sol.iterations)
-    else:
-        sol = sol1
+        sol2 = damped_fixed_point(step, sol1.value, damping=cfg.theory.damping,
+                                  tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY,
+                                  stall=STALL_ITERATIONS)
+        return dataclasses.replace(sol2, iterations=sol1.iterations + sol2.iterations)
+
+    state["force_stein"] = False
+    sol = two_phases(x0, warm0 is None)
+    stein_retry = False
+    if sol.result == "stalled":
+        # a stall of the derivative-form map: a few samples near a fold of the prox (an
+        # isolated second minimum) make the derivative hats jump between iterates. The Stein
+        # forms hold for any measurable prox (they include the jumps): retry with them, from
+        # the same start; kept only if it converges (§9)
+        state["force_stein"] = True
+        retry = two_phases(x0, True)
+        if retry.converged:
+            sol, stein_retry = dataclasses.replace(
+                retry, iterations=sol.iterations + retry.iterations), True
+        else:
+            state["force_stein"] = False
     (q, m, v), means = evaluate(sol.value, True)
-    qhat, mhat, vhat, stein = _hats(S, means, q, m, v)
+    qhat, mhat, vhat, stein = _hats(S, means, q, m, v, state["force_stein"])
     al, lam, q0 = S.alpha, S.lam, S.q0
     train = float(means["train"])
     objective = al * train + lam * q
@@ -399,6 +419,7 @@ def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = T
                frac_nonconvex=float(means["nonconvex"]), frac_multimin=float(means["multimin"]),
                frac_prox_unconverged=float(means["unconv"]), stein_hats=stein,
                overlap=(m / math.sqrt(q * q0) if q > 0 else 0.0),
+               stein_retry=stein_retry,
                converged=sol.converged, result=sol.result, iterations=sol.iterations,
                residual=sol.residual,
                seconds=time.perf_counter() - t0)
@@ -505,11 +526,14 @@ def _aggregate(S: _Setup, rep_metrics) -> tuple[dict, dict]:
     return metrics, err
 
 
-def _flags(all_converged: bool, best: dict, n_found: int) -> list[str]:
+def _flags(all_converged: bool, best: dict, n_found: int, stein_retries: int = 0) -> list[str]:
     """The diagnostics a fine-tuning state carries (never a silent doubtful answer)."""
     flags = []
     if not all_converged:
         flags.append("fine-tuning fixed point not converged")
+    if stein_retries:
+        flags.append(f"Stein hats after a stalled derivative-form iteration ({stein_retries} of "
+                     "the solves: selected branch and MC repeats)")
     if best["rs_doubtful"]:
         flags.append(f"RS doubtful: lambda_AT = {best['lambda_AT']:.3g}, multi-minimum fraction "
                      f"{best['frac_multimin']:.3g}")
@@ -528,8 +552,8 @@ def _state_from(S: _Setup, best: dict, branches, rep_metrics, extra_solver, flag
 
 def _branch_record(r: dict) -> dict:
     keep = ("q", "m", "v", "overlap", "objective", "train", "phi", "phi_minus_objective",
-            "lambda_AT", "frac_nonconvex", "frac_multimin", "stein_hats", "rs_doubtful",
-            "converged", "result", "iterations", "label", "start")
+            "lambda_AT", "frac_nonconvex", "frac_multimin", "stein_hats", "stein_retry",
+            "rs_doubtful", "converged", "result", "iterations", "label", "start")
     return {k: r[k] for k in keep}
 
 
@@ -556,13 +580,15 @@ def _solve_setup(S: _Setup, *, init=None, repeats=None, explicit_q=True) -> Fine
     R = cfg.theory.mc_repeats if repeats is None else repeats
     x_best = np.array([best["q"], best["m"], best["v"]])
     all_conv = best["converged"]
+    retries = int(best.get("stein_retry", False))
     for i in range(1, R):
         d_i = S.data(jax.random.fold_in(key, i))
         r_i, _ = _solve_branch(S, d_i, x_best, None, explicit_q=explicit_q,
                                max_iter=_repeat_cap(S, best))
         all_conv &= r_i["converged"]
+        retries += int(r_i.get("stein_retry", False))
         reps.append(_metrics_of(S, d_i, r_i))
-    flags = _flags(all_conv, best, len(found))
+    flags = _flags(all_conv, best, len(found), retries)
     extra = dict(converged=bool(all_conv), result=best["result"], iterations=best["iterations"],
                  residual=float(best["residual"]), seconds=time.perf_counter() - t0,
                  branch=best["label"], n_branches=len(found), lambda_AT=best["lambda_AT"],

@@ -62,6 +62,7 @@ __all__ = ["solve", "solve_curve", "Draws", "draw_channel", "channel_averages", 
            "MULTIMIN_STEIN_THRESHOLD"]
 
 ANDERSON_MEMORY = 3   # Anderson mixing depth of the (Q, M, V) iteration (THEORY.md §9)
+STALL_ITERATIONS = 100          # no halving of the best residual in this many iterations: stalled
 MULTIMIN_STEIN_THRESHOLD = 1e-3  # §9: Stein hats when the multi-minimum fraction is ≥ this
 
 
@@ -185,7 +186,12 @@ class _Problem:
         return p
 
     def step(self, x, *, cold: bool):
-        p = self.evaluate(x, cold=cold)
+        """The RS map on x = (Q, M, V); NaN where the hats leave the prior's domain (the driver
+        then backtracks, :func:`theory.fixed_point.damped_fixed_point`)."""
+        try:
+            p = self.evaluate(x, cold=cold)
+        except priors.HatDomainError:
+            return np.full(3, np.nan)
         return np.array([p.Q, p.M, p.V])
 
 
@@ -210,9 +216,11 @@ def _solve_problem(prob: _Problem, x0) -> dict:
     """Two-phase damped iteration (module docstring) and the final evaluation at the fixed point."""
     th = prob.cfg.theory
     t0 = time.perf_counter()
-    kw = dict(damping=th.damping, tol=th.tol, anderson=ANDERSON_MEMORY)
+    # stall: with Stein hats (a map discontinuous at the resolution of the draws) the residual
+    # can stop decreasing far above tol; stop then, reported as not converged ("stalled")
+    kw = dict(damping=th.damping, tol=th.tol, anderson=ANDERSON_MEMORY, stall=STALL_ITERATIONS)
     sol1 = damped_fixed_point(lambda x: prob.step(x, cold=False), x0, max_iter=th.max_iter, **kw)
-    x1 = sol1.value if sol1.result != "nonfinite" else np.asarray(x0, float)
+    x1 = sol1.value   # "nonfinite": the last iterate where the map was defined (or x0)
     sol2 = damped_fixed_point(lambda x: prob.step(x, cold=True), x1,
                               max_iter=max(th.max_iter - sol1.iterations, 50), **kw)
     x = sol2.value
@@ -295,7 +303,9 @@ def _combine(cfg: Config, alpha: float, runs: list[dict], seconds: float) -> Pre
             1.0 + max(r["avg"]["f_max"] for r in runs)):
         flags.append(f"f not orthogonal to 11ᵀ: max |component| {solver['f_parallel_max']:.3g}")
     if solver["hat_form"] == "stein":
-        flags.append(f"prox discontinuous on a fraction {mm:.3g} of samples: Stein hats [RS doubtful]")
+        flags.append(f"prox discontinuous during the iteration (multi-minimum fraction >= "
+                     f"{MULTIMIN_STEIN_THRESHOLD:g}; {mm:.3g} at the fixed point): Stein hats "
+                     "[RS doubtful]")
     if cfg.pretrain.estimator == "direct" and cfg.pretrain.lam < 1e-3 and abs(solver["alpha_eff"] - 1) < 0.1:
         flags.append(f"near the interpolation point alpha_eff = {solver['alpha_eff']:.3g} ≈ 1 at small lam")
     Qh, Mh, Vh = (mean(lambda r, i=i: r["hats"][i]) for i in range(3))

@@ -23,7 +23,13 @@ import scipy.linalg
 
 from .. import freeprob
 
-__all__ = ["PriorStep", "ridge_prior", "nuclear_prior", "goe_prior_sample"]
+__all__ = ["HatDomainError", "PriorStep", "ridge_prior", "nuclear_prior", "goe_prior_sample"]
+
+
+class HatDomainError(ValueError):
+    """The conjugate parameters (Q̂, M̂, V̂) given to a prior step lie outside its domain (e.g.
+    M̂ ≤ 0). Inside a fixed-point iteration this means the iterate left the domain of the map;
+    :func:`theory.fixed_point.damped_fixed_point` backtracks (the map returns NaN there)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ def ridge_prior(*, Q0: float, tau0: float, lam: float, Qhat: float, Mhat: float,
     """
     denom = Vhat + 2.0 * lam
     if not denom > 0:
-        raise ValueError(f"ridge_prior: Vhat + 2 lam = {denom!r} must be > 0")
+        raise HatDomainError(f"ridge_prior: Vhat + 2 lam = {denom!r} must be > 0")
     V = 1.0 / denom
     power = Q0 * Mhat * Mhat + Qhat
     return PriorStep(Q=float(power * V * V), M=float(Q0 * Mhat * V), V=float(V),
@@ -74,11 +80,11 @@ def nuclear_prior(*, kappa0: float, kappa: float, lam: float, Qhat: float, Mhat:
     Requires M̂ > 0, V̂ > 0, Q̂ ≥ 0, λ ≥ 0.
     """
     if not Mhat > 0:
-        raise ValueError(f"nuclear_prior: Mhat = {Mhat!r} must be > 0")
+        raise HatDomainError(f"nuclear_prior: Mhat = {Mhat!r} must be > 0")
     if not Vhat > 0:
-        raise ValueError(f"nuclear_prior: Vhat = {Vhat!r} must be > 0")
+        raise HatDomainError(f"nuclear_prior: Vhat = {Vhat!r} must be > 0")
     if not Qhat >= 0:
-        raise ValueError(f"nuclear_prior: Qhat = {Qhat!r} must be >= 0")
+        raise HatDomainError(f"nuclear_prior: Qhat = {Qhat!r} must be >= 0")
     if not lam >= 0:
         raise ValueError(f"nuclear_prior: lam = {lam!r} must be >= 0")
     delta = float(np.sqrt(Qhat) / Mhat)
