@@ -200,8 +200,9 @@ def test_two_worker_local_cluster_sweep(tmp_path):
 
 
 def test_bayes_bound_solved_once_per_alpha_and_shared_by_every_lambda(tmp_path):
-    """The Bayes bound does not read finetune.lam: one task per alpha' serves every lambda' curve
-    (2 Dask workers: the curve tasks receive the bound as a nested future)."""
+    """The Bayes bound does not read finetune.lam: one task per alpha' serves every lambda' curve,
+    and the pre-training theory is one task for the sweep (2 Dask workers: the curve tasks receive
+    the bound and the pre-training state as nested futures)."""
     spec = load_spec(_write_spec(tmp_path, textwrap.dedent("""
         [sweep]
         name = "bound"
@@ -232,9 +233,36 @@ def test_bayes_bound_solved_once_per_alpha_and_shared_by_every_lambda(tmp_path):
         # the bound lies below both LoRA estimators (it is Bayes-optimal)
         for r in recs:
             assert r["metrics"]["bayes_finetune.test_error"] <= r["metrics"]["finetune.test_error"]
+    # the pre-training theory is one task for the whole sweep: the same solve in all 4 records
+    assert len({r["diagnostics"]["solver"]["pretrain"]["seconds"] for r in records}) == 1
     ta = by_alpha[1.0][0]["metrics"]["bayes_finetune.test_error"]
     tb = by_alpha[2.0][0]["metrics"]["bayes_finetune.test_error"]
     assert tb < ta  # more fine-tuning data, smaller Bayes error
+
+
+def test_failed_shared_pretraining_is_recorded_at_every_point(tmp_path, monkeypatch):
+    """A pre-training theory solve that leaves its domain fails every point that shares it with
+    the solver's message (recorded, not a crashed sweep)."""
+    import theory.predict
+
+    def out_of_domain(cfg):
+        raise ValueError("Mhat = -1 must be > 0 (test)")
+
+    monkeypatch.setattr(theory.predict, "predict_pretraining", out_of_domain)
+    spec = load_spec(_write_spec(tmp_path, textwrap.dedent("""
+        [sweep]
+        name = "fails"
+        run = ["theory"]
+        continuation = "finetune.alpha"
+        bayes_bound = true
+        [sweep.grid]
+        "finetune.alpha" = [1.0, 2.0]
+    """)))
+    run_sweep(spec, str(tmp_path / "store"), workers=0, progress=False)
+    records = list(ResultStore(tmp_path / "store").records("theory"))
+    assert len(records) == 2
+    for rec in records:
+        assert "Mhat = -1" in rec["diagnostics"]["failed"] and rec["metrics"] == {}
 
 
 def test_kill_and_resume_runs_every_task_exactly_once(tmp_path):

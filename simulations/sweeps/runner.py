@@ -3,6 +3,8 @@
 * Theory: one task per curve (the points sharing every axis but ``sweep.continuation`` and the
   ``sim.*`` axes; each point otherwise), each point written as soon as it is solved. Points that
   differ only in ``sim.*`` fields (``sim.d``, seeds, optimiser settings) are solved once.
+* Pre-training theory (when the fine-tuning stage runs): one task per :func:`pretrain_theory_key`,
+  its state passed to every curve and Bayes-bound task that needs it.
 * Bayes bound (``sweep.bayes_bound``): one task per :func:`theory.predict.bayes_bound_key` (it
   does not read λ′, so the curves of every λ′ at an α′ share it); each curve task waits for the
   bounds of its points and merges them into its records.
@@ -72,35 +74,62 @@ def theory_key(cfg: Config) -> str:
     return cfg.digest(sections=THEORY_SECTIONS)
 
 
-def bayes_bound_task(cfg_dict: dict) -> dict:
-    """The Bayes-optimal fine-tuning bound of one :func:`theory.predict.bayes_bound_key`; a solver
-    that leaves its domain gives ``{"failed": message}`` (recorded by the curves that use it)."""
+PRETRAIN_THEORY_SECTIONS = ("model", "pretrain", "theory")
+
+
+def pretrain_theory_key(cfg: Config) -> str:
+    """Digest of what the pre-training theory reads."""
+    return cfg.digest(sections=PRETRAIN_THEORY_SECTIONS)
+
+
+def pretrain_state_task(cfg_dict: dict):
+    """The pre-training theory state of one :func:`pretrain_theory_key`, shared by every curve
+    and Bayes-bound task of a sweep that needs it; ``{"failed": message}`` if the solver left its
+    domain (recorded by the points that use it)."""
+    from theory.predict import predict_pretraining
+
+    enable_compilation_cache()
+    try:
+        return predict_pretraining(Config.from_dict(cfg_dict))
+    except (ValueError, ArithmeticError) as err:
+        return {"failed": f"{type(err).__name__}: {err}"}
+
+
+def bayes_bound_task(cfg_dict: dict, pre=None) -> dict:
+    """The Bayes-optimal fine-tuning bound of one :func:`theory.predict.bayes_bound_key`, on the
+    pre-training state ``pre`` (solved here when None); a solver that leaves its domain gives
+    ``{"failed": message}`` (recorded by the curves that use it)."""
     from theory.predict import predict_bayes_bound, predict_pretraining
 
     enable_compilation_cache()
     cfg = Config.from_dict(cfg_dict)
+    if isinstance(pre, dict):          # the shared pre-training solve failed
+        return {"failed": pre["failed"]}
     try:
-        return predict_bayes_bound(cfg, predict_pretraining(cfg))
+        return predict_bayes_bound(cfg, pre if pre is not None else predict_pretraining(cfg))
     except (ValueError, ArithmeticError) as err:
         return {"failed": f"{type(err).__name__}: {err}"}
 
 
 def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str,
                       stages: tuple[str, ...] = ("pretrain", "finetune"),
-                      bayes_bounds: dict[str, dict] | None = None) -> list[str]:
+                      bayes_bounds: dict[str, dict] | None = None,
+                      pretrain_states: dict | None = None) -> list[str]:
     """Solve the theory along one curve, writing each point as soon as it is done.
 
     ``curve`` is a list of alias groups: the points of a group differ only in ``sim.*`` fields,
     which the theory does not read, so it is solved once and its record written for each alias.
     ``bayes_bounds`` maps :func:`theory.predict.bayes_bound_key` to a :func:`bayes_bound_task`
     result; each point with its key in the map gets the bound merged into its record.
+    ``pretrain_states`` maps :func:`pretrain_theory_key` to a :func:`pretrain_state_task` result
+    (solved once per sweep); keys not in it are solved here, once per curve.
     """
     from theory.predict import bayes_bound_key, merge_bayes_bound, predict, predict_pretraining
 
     enable_compilation_cache()
     store = ResultStore(store_root)
     done = []
-    pretrain_states: dict = {}    # one pre-training solve per (model, pretrain, theory) digest
+    pretrain_states = dict(pretrain_states or {})   # one solve per (model, pretrain, theory)
     for aliases in curve:
         todo = [a for a in aliases if not store.has("theory", a[2])]
         if not todo:
@@ -108,10 +137,13 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
         start = time.perf_counter()
         try:
             cfg = Config.from_dict(todo[0][1])
-            key = cfg.digest(sections=("model", "pretrain", "theory"))
+            key = pretrain_theory_key(cfg)
             if key not in pretrain_states:
                 pretrain_states[key] = predict_pretraining(cfg)
-            result = predict(cfg, pre=pretrain_states[key], stages=stages)
+            pre = pretrain_states[key]
+            if isinstance(pre, dict):   # the shared pre-training solve failed: same record
+                raise ValueError(pre["failed"])
+            result = predict(cfg, pre=pre, stages=stages)
             bound = (bayes_bounds or {}).get(bayes_bound_key(cfg)) if "finetune" in stages else None
             if bound is not None and "failed" in bound:
                 result["flags"].append(f"bayes_finetune: failed: {bound['failed']}")
@@ -228,6 +260,7 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
             client = Client(scheduler)
     futures, skipped, backbones = [], 0, 0
     bayes_futures: dict = {}    # one Bayes-bound task per bayes_bound_key
+    pretrain_futures: dict = {}  # one pre-training theory task per pretrain_theory_key
     try:
         if "theory" in spec.run:
             for curve in spec.curves():
@@ -240,17 +273,28 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
                 todo = list(groups.values())
                 if not todo:
                     continue
-                bounds = {}
-                if spec.bayes_bound and "finetune" in spec.stages:
+                bounds, states = {}, {}
+                if "finetune" in spec.stages:
+                    # the pre-training theory is solved once per sweep for each of its keys and
+                    # shared (as futures) by the curve and Bayes-bound tasks that need it
                     for aliases in todo:
                         cfg = Config.from_dict(aliases[0][1])
+                        pkey = pretrain_theory_key(cfg)
+                        if pkey not in pretrain_futures:
+                            pretrain_futures[pkey] = client.submit(
+                                pretrain_state_task, cfg.to_dict(), key=f"pretrain-{pkey}",
+                                pure=False)
+                        states[pkey] = pretrain_futures[pkey]
+                        if not spec.bayes_bound:
+                            continue
                         bkey = bayes_bound_key(cfg)
                         if bkey not in bayes_futures:
                             bayes_futures[bkey] = client.submit(
-                                bayes_bound_task, cfg.to_dict(), key=f"bayes-{bkey}", pure=False)
+                                bayes_bound_task, cfg.to_dict(), pretrain_futures[pkey],
+                                key=f"bayes-{bkey}", pure=False)
                         bounds[bkey] = bayes_futures[bkey]
                 futures.append(client.submit(theory_curve_task, todo, str(store.root),
-                                             spec.stages, bounds, pure=False))
+                                             spec.stages, bounds, states, pure=False))
         if "simulate" in spec.run:
             groups: dict[str, list] = {}
             for point in spec.points():
