@@ -4,9 +4,9 @@ A solver supplies ``step(x) -> x_new`` on a flat float64 vector of order paramet
 damps (``x <- damping·x + (1 − damping)·step(x)``), increases the damping when the residual grows,
 stops when ``max|x_new − x| <= tol·(1 + max|x|)``, caps the iterations, backtracks when the map
 leaves its domain (a non-finite ``step(x)``: the iterate is moved halfway back to the last point
-where the map was finite, at most ``MAX_BACKTRACKS`` times in a row, then it stops), and returns a :class:`FixedPointSolution` with a result code: it never returns a silent
-non-converged answer. ``throw=True`` raises :class:`FixedPointError` instead of returning a
-non-converged solution.
+where the map was finite, at most ``MAX_BACKTRACKS`` times in a row, then it stops), and returns
+a :class:`FixedPointSolution` with a result code: it never returns a silent non-converged answer.
+``throw=True`` raises :class:`FixedPointError` instead of returning a non-converged solution.
 """
 
 from __future__ import annotations
