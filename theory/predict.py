@@ -21,13 +21,14 @@ import math
 import time
 from dataclasses import replace
 
-from .config import Config
+from .config import Config, FinetuneConfig
 from .provenance import provenance
 from .schema import FINETUNE_METRICS, PRETRAIN_METRICS
 from .states import FinetuneState, PretrainState
 
 __all__ = ["predict", "predict_pretraining", "predict_finetuning", "pretrain_state_from_measured",
-           "predict_bayes_bound", "merge_bayes_bound", "bayes_bound_key", "converged"]
+           "predict_bayes_bound", "merge_bayes_bound", "bayes_bound_key", "pretrain_key",
+           "converged"]
 
 
 def _entry(metrics: dict, errors: dict, key: str) -> dict:
@@ -121,11 +122,15 @@ def merge_bayes_bound(result: dict, bound: dict) -> dict:
     return result
 
 
+def pretrain_key(cfg: Config) -> str:
+    """Digest of what the pre-training theory reads (model, pretrain, theory): configs sharing it
+    share one :func:`predict_pretraining` solve."""
+    return cfg.digest(sections=("model", "pretrain", "theory"))
+
+
 def bayes_bound_key(cfg: Config) -> str:
     """Digest of what the Bayes bound reads: the theory sections with the fine-tuning fields that
     only the LoRA estimator uses (λ′, LoRA kind, recalibration) set to their defaults."""
-    from .config import FinetuneConfig
-
     default = FinetuneConfig()
     finetune = replace(cfg.finetune, lam=default.lam, lora=default.lora,
                        recalibrate=default.recalibrate)

@@ -3,7 +3,7 @@
 * Theory: one task per curve (the points sharing every axis but ``sweep.continuation`` and the
   ``sim.*`` axes; each point otherwise), each point written as soon as it is solved. Points that
   differ only in ``sim.*`` fields (``sim.d``, seeds, optimiser settings) are solved once.
-* Pre-training theory (when the fine-tuning stage runs): one task per :func:`pretrain_theory_key`,
+* Pre-training theory (when the fine-tuning stage runs): one task per :func:`theory.predict.pretrain_key`,
   its state passed to every curve and Bayes-bound task that needs it.
 * Bayes bound (``sweep.bayes_bound``): one task per :func:`theory.predict.bayes_bound_key` (it
   does not read λ′, so the curves of every λ′ at an α′ share it); each curve task waits for the
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from theory.compile_cache import enable_compilation_cache
 from theory.config import Config
-from theory.predict import bayes_bound_key
+from theory.predict import bayes_bound_key, pretrain_key
 from theory.provenance import provenance
 
 from .spec import SweepPoint, SweepSpec
@@ -74,16 +74,8 @@ def theory_key(cfg: Config) -> str:
     return cfg.digest(sections=THEORY_SECTIONS)
 
 
-PRETRAIN_THEORY_SECTIONS = ("model", "pretrain", "theory")
-
-
-def pretrain_theory_key(cfg: Config) -> str:
-    """Digest of what the pre-training theory reads."""
-    return cfg.digest(sections=PRETRAIN_THEORY_SECTIONS)
-
-
 def pretrain_state_task(cfg_dict: dict):
-    """The pre-training theory state of one :func:`pretrain_theory_key`, shared by every curve
+    """The pre-training theory state of one :func:`theory.predict.pretrain_key`, shared by every curve
     and Bayes-bound task of a sweep that needs it; ``{"failed": message}`` if the solver left its
     domain (recorded by the points that use it)."""
     from theory.predict import predict_pretraining
@@ -95,18 +87,17 @@ def pretrain_state_task(cfg_dict: dict):
         return {"failed": f"{type(err).__name__}: {err}"}
 
 
-def bayes_bound_task(cfg_dict: dict, pre=None) -> dict:
+def bayes_bound_task(cfg_dict: dict, pre) -> dict:
     """The Bayes-optimal fine-tuning bound of one :func:`theory.predict.bayes_bound_key`, on the
-    pre-training state ``pre`` (solved here when None); a solver that leaves its domain gives
+    :func:`pretrain_state_task` result ``pre``; a solver that leaves its domain gives
     ``{"failed": message}`` (recorded by the curves that use it)."""
-    from theory.predict import predict_bayes_bound, predict_pretraining
+    from theory.predict import predict_bayes_bound
 
     enable_compilation_cache()
-    cfg = Config.from_dict(cfg_dict)
     if isinstance(pre, dict):          # the shared pre-training solve failed
         return {"failed": pre["failed"]}
     try:
-        return predict_bayes_bound(cfg, pre if pre is not None else predict_pretraining(cfg))
+        return predict_bayes_bound(Config.from_dict(cfg_dict), pre)
     except (ValueError, ArithmeticError) as err:
         return {"failed": f"{type(err).__name__}: {err}"}
 
@@ -121,7 +112,7 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
     which the theory does not read, so it is solved once and its record written for each alias.
     ``bayes_bounds`` maps :func:`theory.predict.bayes_bound_key` to a :func:`bayes_bound_task`
     result; each point with its key in the map gets the bound merged into its record.
-    ``pretrain_states`` maps :func:`pretrain_theory_key` to a :func:`pretrain_state_task` result
+    ``pretrain_states`` maps :func:`theory.predict.pretrain_key` to a :func:`pretrain_state_task` result
     (solved once per sweep); keys not in it are solved here, once per curve.
     """
     from theory.predict import bayes_bound_key, merge_bayes_bound, predict, predict_pretraining
@@ -137,7 +128,7 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
         start = time.perf_counter()
         try:
             cfg = Config.from_dict(todo[0][1])
-            key = pretrain_theory_key(cfg)
+            key = pretrain_key(cfg)
             if key not in pretrain_states:
                 pretrain_states[key] = predict_pretraining(cfg)
             pre = pretrain_states[key]
@@ -260,7 +251,7 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
             client = Client(scheduler)
     futures, skipped, backbones = [], 0, 0
     bayes_futures: dict = {}    # one Bayes-bound task per bayes_bound_key
-    pretrain_futures: dict = {}  # one pre-training theory task per pretrain_theory_key
+    pretrain_futures: dict = {}  # one pre-training theory task per pretrain_key
     try:
         if "theory" in spec.run:
             for curve in spec.curves():
@@ -279,7 +270,7 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
                     # shared (as futures) by the curve and Bayes-bound tasks that need it
                     for aliases in todo:
                         cfg = Config.from_dict(aliases[0][1])
-                        pkey = pretrain_theory_key(cfg)
+                        pkey = pretrain_key(cfg)
                         if pkey not in pretrain_futures:
                             pretrain_futures[pkey] = client.submit(
                                 pretrain_state_task, cfg.to_dict(), key=f"pretrain-{pkey}",

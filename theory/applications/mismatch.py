@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import Config
-from ..predict import converged, predict
+from ..predict import converged, predict, predict_pretraining, pretrain_key
 
 __all__ = ["MismatchMap", "mismatch_map", "Z_SIGNIFICANT"]
 
@@ -68,12 +68,17 @@ def mismatch_map(cfg: Config, x_field: str, x_values, y_field: str, y_values) ->
                                             for _ in range(4))
     trusted = np.ones(shape, bool)
     notes = []
+    pretrain_states: dict = {}
     for i, x in enumerate(x_values):
         for j, y in enumerate(y_values):
             for mode, reuse in (("fresh", "false"), ("reused", "true")):
                 point = cfg.with_overrides([f"{x_field}={x!r}", f"{y_field}={y!r}",
                                             f"finetune.reuse={reuse}"])
-                result = predict(point, bayes_bound=False)
+                # x and y are usually fine-tuning fields: one pre-training solve serves the grid
+                pre_key = pretrain_key(point)
+                if pre_key not in pretrain_states:
+                    pretrain_states[pre_key] = predict_pretraining(point)
+                result = predict(point, pre=pretrain_states[pre_key], bayes_bound=False)
                 for store, err, key in ((test, test_err, "test_error"),
                                         (overlap, overlap_err, "overlap")):
                     entry = result["finetune"][key]
