@@ -184,6 +184,10 @@ class FinetuneConfig(_Section):
     lora: str = _spec("symmetric", "str", choices=("symmetric", "general"))
     recalibrate: float | str = 1.0
     reuse: bool = _spec(False, "bool")
+    reuse_fraction: float = _spec(1.0, "float", low=0.0, high=1.0,
+                                  doc="with reuse = true: fraction e of the n' sequences taken from "
+                                      "the pre-training set (the first round(e n') ones), the rest "
+                                      "fresh (M10)")
     reuse_noise: str = _spec("same", "str", choices=("same", "fresh"))
     selection: str = _spec("random", "str", choices=SELECTION_RULES)
     pool_alpha: float | None = _spec(None, "float", low=0.0, low_open=True, optional=True)
@@ -209,6 +213,10 @@ class FinetuneConfig(_Section):
             raise ConfigError(
                 f"finetune.selection = {self.selection!r} needs finetune.pool_alpha "
                 f"(a number >= finetune.alpha = {self.alpha!r})")
+        if not self.reuse and self.reuse_fraction != 1.0:
+            raise ConfigError(
+                f"finetune.reuse_fraction = {self.reuse_fraction!r} needs finetune.reuse = true "
+                f"(it is the fraction of reused sequences; with reuse = false none is reused)")
         if self.reuse and (self.pool_alpha is not None or self.selection != "random"):
             raise ConfigError(
                 "finetune.reuse = true: reused sequences cannot be actively selected; "
@@ -230,6 +238,14 @@ class SimConfig(_Section):
     finetune_gtol: float = _spec(1e-8, "float", low=0.0, low_open=True,
                                  doc="fine-tuning stationarity: |grad L'/d|")
     max_steps: int = _spec(20000, "int", low=1, doc="optimiser iteration cap")
+    backbone: str = _spec("trained", "str", choices=("trained", "equivalent"),
+                          doc="fine-tuning backbone: pre-trained at d ('trained') or its Gaussian "
+                              "equivalent a S0* + R with the theory's (Q, M) ('equivalent', "
+                              "fresh/selected sequences only)")
+    backbone_Q: float | None = _spec(None, "float", low=0.0, low_open=True, optional=True,
+                                     doc="Q of the equivalent backbone (unset: pre-training theory)")
+    backbone_M: float | None = _spec(None, "float", optional=True,
+                                     doc="M of the equivalent backbone (unset: pre-training theory)")
     surrogate: str = _spec("none", "str", choices=("none", "residual"),
                            doc="fine-tuning labels: real ('none') or with the residual h(S0*) + xi' - cB "
                                "replaced by an independent GOE_T(Delta_eff(c)) ('residual', THEORY §10.8)")
@@ -278,16 +294,29 @@ class Config:
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"[{name}] must be a {cls.__name__}")
         ft, pt = self.finetune, self.pretrain
+        if self.sim.backbone == "equivalent" and ft.reuse:
+            raise ConfigError(
+                "sim.backbone = 'equivalent' with finetune.reuse = true: the Gaussian-equivalent "
+                "backbone lacks the correlation of a trained backbone with its own training "
+                "sequences, which is what reuse measures (T34, T35); use sim.backbone = 'trained'")
+        if self.sim.backbone == "trained" and (self.sim.backbone_Q is not None
+                                               or self.sim.backbone_M is not None):
+            raise ConfigError(
+                "sim.backbone_Q / sim.backbone_M set with sim.backbone = 'trained': they define "
+                "the equivalent backbone only; set sim.backbone = 'equivalent' or unset them")
+        if (self.sim.backbone_Q is None) != (self.sim.backbone_M is None):
+            raise ConfigError("sim.backbone_Q and sim.backbone_M: give both or neither")
         if ft.reuse and ft.reuse_noise == "same" and ft.delta is not None and ft.delta != pt.delta:
             raise ConfigError(
                 f"finetune.reuse_noise = 'same' reuses the pre-training noise realisation, so "
                 f"finetune.delta = {ft.delta!r} must equal pretrain.delta = {pt.delta!r} "
                 f"(or set reuse_noise = 'fresh')")
-        if ft.reuse and self.n_finetune > self.n_pretrain:
+        if ft.reuse and self.n_reused > self.n_pretrain:
             raise ConfigError(
-                f"finetune.reuse = true needs n' <= n: finetune.alpha * d = {self.n_finetune} "
-                f"exceeds pretrain.alpha * d^2 = {self.n_pretrain} at sim.d = {self.sim.d}; "
-                f"finetune.alpha must be <= {pt.alpha * self.sim.d!r}")
+                f"finetune.reuse = true needs e n' <= n: {self.n_reused} reused sequences "
+                f"(finetune.reuse_fraction * finetune.alpha * d) exceed pretrain.alpha * d^2 = "
+                f"{self.n_pretrain} at sim.d = {self.sim.d}; finetune.alpha must be <= "
+                f"{pt.alpha * self.sim.d / max(ft.reuse_fraction, 1e-300)!r}")
         if self.n_pretrain < 1:
             raise ConfigError(
                 f"pretrain.alpha = {pt.alpha!r}: n = alpha d^2 = {pt.alpha * self.sim.d ** 2:.3g} "
@@ -307,6 +336,16 @@ class Config:
     def n_finetune(self) -> int:
         """n' = round(alpha' d) labelled fine-tuning sequences (M9)."""
         return int(round(self.finetune.alpha * self.sim.d))
+
+    @property
+    def reuse_e(self) -> float:
+        """Fraction e of reused fine-tuning sequences (M10): finetune.reuse_fraction under reuse, else 0."""
+        return self.finetune.reuse_fraction if self.finetune.reuse else 0.0
+
+    @property
+    def n_reused(self) -> int:
+        """round(e n') reused sequences: the first ones of the fine-tuning set (M10)."""
+        return int(round(self.reuse_e * self.n_finetune))
 
     @property
     def n_pool(self) -> int:
