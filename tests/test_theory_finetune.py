@@ -244,3 +244,30 @@ def test_stalled_mc_repeat_is_rescued_by_stein_hats():
     assert state.solver["converged"]
     assert any("Stein hats after a stalled" in f for f in state.flags)
     assert state.mc_err["q"] < 0.05 and 0.85 < state.metrics["q"] < 1.05
+
+
+# ---------------------------------------------------------------- partial reuse (M10, e in [0, 1])
+def test_partial_reuse_effective_noise_is_the_mixture():
+    # the channel is an average over the n' sequences: Delta_eff,train = e Delta_eff,1 + (1-e) Delta_eff
+    d1 = noise.delta_eff_train(_lin(reuse=True), PRE, 1.0)
+    d0 = noise.delta_eff(_lin(), PRE, 1.0)
+    for e in (0.0, 0.25, 1.0):
+        got = noise.delta_eff_train(_lin(reuse=True, reuse_fraction=e), PRE, 1.0)
+        assert got == pytest.approx(e * d1 + (1 - e) * d0, rel=1e-13)
+
+
+def test_partial_reuse_limits_of_the_fixed_point():
+    # e = 0 under reuse = true is the fresh channel (the same frozen draws: identical numbers);
+    # e = 1 is reuse; 0 < e < 1 lies between them (q, m monotone in e here: the reused residual is
+    # smaller, Delta_eff,1 = Delta_eff/9 at c = 1, V = 1).
+    base = dict(alpha=3.0, lam=0.1)
+    cfg = lambda **kw: _lin(**base, **kw).replace(theory={"mc_samples": 400, "max_iter": 300})
+    fresh = lora.solve(cfg(), PRE)
+    e0 = lora.solve(cfg(reuse=True, reuse_fraction=0.0), PRE)
+    e1 = lora.solve(cfg(reuse=True), PRE)
+    eh = lora.solve(cfg(reuse=True, reuse_fraction=0.5), PRE)
+    assert e0.m == fresh.m and e0.q == fresh.q
+    assert e1.solver["converged"] and eh.solver["converged"]
+    lo, hi = sorted([fresh.metrics["overlap"], e1.metrics["overlap"]])
+    assert lo <= eh.metrics["overlap"] <= hi
+    assert eh.delta_eff_train == pytest.approx(0.5 * (e1.delta_eff_train + fresh.delta_eff_train))

@@ -114,14 +114,20 @@ class _Setup:
         self.delta_eff = noise.delta_eff(cfg, pre, self.c)
         self.linear = cfg.model.attention == "linear"
         # softmax on reused sequences: the non-Gaussian channel T34 (theory/finetuning/reuse.py)
-        self.reuse_t34 = ft.reuse and not self.linear and not reduced
+        # partial reuse (M10): a fraction e of the channel samples carry the reused law, 1 − e the
+        # fresh one (the output channel is an average over the n' sequences)
+        self.e = cfg.reuse_e
+        self.reused = self.e > 0
+        self.reuse_t34 = self.reused and not self.linear and not reduced
         self.delta_eff_train_err = 0.0
         if delta_train is not None:
             self.delta_eff_train = float(delta_train)
         elif self.reuse_t34:
             ch = reuse.reuse_channel(cfg, pre, jax.random.PRNGKey(cfg.theory.seed + 1),
                                      cfg.theory.mc_samples)
-            self.delta_eff_train, self.delta_eff_train_err = reuse.residual_second_moment(ch, self.c)
+            m2, m2_err = reuse.residual_second_moment(ch, self.c)
+            self.delta_eff_train = self.e * m2 + (1 - self.e) * self.delta_eff
+            self.delta_eff_train_err = self.e * m2_err
         else:
             self.delta_eff_train = noise.delta_eff_train(cfg, pre, self.c)
         self.reduced = reduced
@@ -141,13 +147,20 @@ class _Setup:
         if self.reduced:
             Sst = jnp.zeros_like(Bt)
             Htea = jnp.sqrt(self.delta_eff_train) * d["G"]
-        elif self.reuse_t34:                   # softmax on reused sequences (T34)
-            ch = reuse.reuse_channel(self.cfg, self.pre, jax.random.fold_in(key, 11), self.n)
-            Sst = self.c * ch["B_hat"]
-            Htea = ch["H_star"] + ch["noise"]
-        elif self.cfg.finetune.reuse:          # linear (T35): residual GOE_T(Δ_eff,1)
-            Sst = jnp.zeros_like(Bt)
-            Htea = jnp.sqrt(self.delta_eff_train) * d["G"]
+        elif self.reused:
+            if self.reuse_t34:                 # softmax on reused sequences (T34)
+                ch = reuse.reuse_channel(self.cfg, self.pre, jax.random.fold_in(key, 11), self.n)
+                Sst, Htea = self.c * ch["B_hat"], ch["H_star"] + ch["noise"]
+            else:                              # linear (T35): residual GOE_T(Δ_eff,1)
+                Sst = jnp.zeros_like(Bt)
+                Htea = jnp.sqrt(noise.delta_eff_reused(self.cfg, self.pre, self.c)) * d["G"]
+            if self.e < 1:                     # partial reuse: the first e of each antithetic half
+                half = (Bt.shape[0] + 1) // 2
+                keep = (jnp.arange(Bt.shape[0]) % half) < round(self.e * half)
+                Sf = self.c * Bt
+                Hf = self.a * Bt + jnp.sqrt(self.sR) * d["R"] + jnp.sqrt(self.dp / 2) * d["Xp"]
+                Sst = jnp.where(keep[:, None, None], Sst, Sf)
+                Htea = jnp.where(keep[:, None, None], Htea, Hf)
         else:
             Btr = Bt
             if self.selection:                                # T36: the kept law of B

@@ -82,27 +82,13 @@ def delta_eff_train(cfg: Config, pre: PretrainState, c: float) -> float:
     fresh, random selection: Δ_eff(c) (T25). A selection rule with kept fraction ρ:
     Δ_sel = Δ'/2 + Q0 − M²/Q + (M/Q − c)² Q m₂(ρ) (T37; m₂ in closed form for ``smallest_score``,
     by MC over the selected law for the other rules; for softmax this is the second moment of
-    the residual only, the channel itself uses B_sel, T36). Reuse (e = 1, T35, linear σ, ν = 2V):
-    same noise [k²(Q0 + Δ/2) − 2kcM + c²Q]/(1+ν)², fresh noise
-    [k²Q0 − 2kcM + c²Q + c²ν²Δ/2]/(1+ν)² + Δ'/2, k = 1 + ν(1 − c).
+    the residual only, the channel itself uses B_sel, T36). Reuse of a fraction e (M10):
+    e Δ_eff,1 + (1 − e) Δ_eff (:func:`delta_eff_reused`; the channel is an average over sequences).
     """
     ft = cfg.finetune
-    if ft.reuse:
-        if cfg.model.attention != "linear":
-            raise NotImplementedError(
-                "finetune.reuse = true with softmax attention: no closed form; the non-Gaussian "
-                "channel T34 is drawn by theory.finetuning.reuse (residual_second_moment gives "
-                "the per-entry second moment that replaces this scalar)")
-        nu = 2.0 * pre.V
-        if not math.isfinite(nu) or nu < 0:
-            raise ValueError(f"reuse needs the pre-training response V >= 0 (got V = {pre.V})")
-        k = 1.0 + nu * (1.0 - c)
-        D = cfg.pretrain.delta
-        if ft.reuse_noise == "same":
-            return float((k * k * (pre.Q0 + D / 2) - 2 * k * c * pre.M + c * c * pre.Q)
-                         / (1 + nu) ** 2)
-        return float((k * k * pre.Q0 - 2 * k * c * pre.M + c * c * pre.Q + c * c * nu * nu * D / 2)
-                     / (1 + nu) ** 2 + cfg.delta_prime / 2)
+    if cfg.reuse_e > 0:
+        e = cfg.reuse_e
+        return float(e * delta_eff_reused(cfg, pre, c) + (1 - e) * delta_eff(cfg, pre, c))
     _check_selection(cfg)
     scale, beta = selection_operating_point(cfg, pre, c)
     if cfg.rho >= 1.0 or selection.is_random(ft.selection, beta):
@@ -110,6 +96,28 @@ def delta_eff_train(cfg: Config, pre: PretrainState, c: float) -> float:
     m2 = selection.selection_m2(ft.selection, cfg.model.T, cfg.rho, scale=scale, beta=beta)
     a = pre.M / pre.Q
     return float(cfg.delta_prime / 2 + pre.Q0 - a * pre.M + (a - c) ** 2 * pre.Q * m2)
+
+
+def delta_eff_reused(cfg: Config, pre: PretrainState, c: float) -> float:
+    """Δ_eff,1 (T35): the effective noise on a reused sequence (linear σ, square-loss backbone,
+    ν = 2V): same noise [k²(Q0 + Δ/2) − 2kcM + c²Q]/(1+ν)², fresh noise
+    [k²Q0 − 2kcM + c²Q + c²ν²Δ/2]/(1+ν)² + Δ'/2, k = 1 + ν(1 − c)."""
+    ft = cfg.finetune
+    if cfg.model.attention != "linear":
+        raise NotImplementedError(
+            "finetune.reuse = true with softmax attention: no closed form; the non-Gaussian "
+            "channel T34 is drawn by theory.finetuning.reuse (residual_second_moment gives "
+            "the per-entry second moment that replaces this scalar)")
+    nu = 2.0 * pre.V
+    if not math.isfinite(nu) or nu < 0:
+        raise ValueError(f"reuse needs the pre-training response V >= 0 (got V = {pre.V})")
+    k = 1.0 + nu * (1.0 - c)
+    D = cfg.pretrain.delta
+    if ft.reuse_noise == "same":
+        return float((k * k * (pre.Q0 + D / 2) - 2 * k * c * pre.M + c * c * pre.Q)
+                     / (1 + nu) ** 2)
+    return float((k * k * pre.Q0 - 2 * k * c * pre.M + c * c * pre.Q + c * c * nu * nu * D / 2)
+                 / (1 + nu) ** 2 + cfg.delta_prime / 2)
 
 
 def attention_fn(cfg: Config):
