@@ -1,0 +1,47 @@
+"""The trust-flag audit (simulations/flag_audit.py, issue 15 item 3) on small hand-made tables."""
+
+import pytest
+
+from simulations.flag_audit import audit, main, parse_tables
+
+TABLE = """# Validation
+
+## fig_a
+
+Image and prose.
+
+| finetune.lam | finetune.alpha | metric | theory | simulation (n) | z | theory flags |
+|---|---|---|---|---|---|---|
+| 0.1 | 1.0 | finetune.overlap | 0.8 ± 0.01 | 0.5 ± 0.05 (8) | -5.90 | finetune: RS doubtful |
+| 0.1 | 1.0 | pretrain.test_error | 0.3 ± 0 | 0.3 ± 0.001 (8) | +0.10 | finetune: RS doubtful |
+| 0.1 | 3.0 | finetune.overlap | 0.95 ± 0.001 | 0.90 ± 0.01 (8) | -4.00 | — |
+| 0.1 | 3.0 | finetune.test_error | 0.3 ± 0.01 | 0.31 ± 0.01 (8) | +0.70 | — |
+| 1.0 | 3.0 | finetune.overlap | 0.9 ± 0.01 | 0.9 ± 0.01 (8) | +0.00 | finetune: not converged (stalled) |
+| 1.0 | 3.0 | pretrain.Q | 1.0 ± 0 | 1.2 ± 0.01 (8) | +20.0 | finetune: not converged (stalled) |
+
+| metric | theory: a − b | simulation | z |
+|---|---|---|---|
+| finetune.overlap | 0.1 | 0.1 | 0.0 |
+"""
+
+
+def test_parse_and_rates(tmp_path):
+    path = tmp_path / "v.md"
+    path.write_text(TABLE)
+    rows = parse_tables(path)
+    assert len(rows) == 6           # the paired table (no plain 'theory' column) is skipped
+    res = audit(rows)
+    r = res["rows"]
+    # disagreeing rows: overlap@(0.1,1) flagged, overlap@(0.1,3) missed, pretrain.Q@(1,3) whose
+    # fine-tuning flag does not vouch for a pre-training metric -> missed
+    assert r["disagree"] == 3 and r["recall"] == pytest.approx(1 / 3)
+    # agreeing rows: pretrain.test_error@(0.1,1) (fine-tuning flag only: not flagged), test@(0.1,3),
+    # overlap@(1,3) flagged -> 1 of 3
+    assert r["false_alarm"] == pytest.approx(1 / 3)
+    assert {m["metric"] for m in res["misses"]} == {"finetune.overlap", "pretrain.Q"}
+    assert res["points"]["n"] == 3 and res["points"]["recall"] == pytest.approx(1 / 2)
+
+
+def test_cli_rejects_missing_file(capsys):
+    assert main(["/nonexistent/table.md"]) == 2
+    assert "not a file" in capsys.readouterr().err
