@@ -39,7 +39,8 @@ def test_parse_and_rates(tmp_path):
     # overlap@(1,3) flagged -> 1 of 3
     assert r["false_alarm"] == pytest.approx(1 / 3)
     assert {m["metric"] for m in res["misses"]} == {"finetune.overlap", "pretrain.Q"}
-    assert res["points"]["n"] == 3 and res["points"]["recall"] == pytest.approx(1 / 2)
+    # points: (0.1,1) flagged, (0.1,3) missed, (1,3) flagged through its overlap row
+    assert res["points"]["n"] == 3 and res["points"]["recall"] == pytest.approx(2 / 3)
 
 
 def test_cli_rejects_missing_file(capsys):
