@@ -11,9 +11,13 @@
 * Simulation: one task per (point, seed). The pre-trained backbone depends only on
   (model, pretrain, sim.d, optimiser settings, seed): it is computed once per such key as its own
   Dask task and passed to every fine-tuning task that shares it.
-* Resume: a task whose record exists in the store is not submitted again; a backbone is not
-  recomputed when every fine-tuning task that needs it is finished. Records are written by the
-  workers themselves, atomically (:mod:`.store`), so a killed sweep loses only unfinished tasks.
+* Resume: a task whose record exists in the store (and is a valid record: a corrupt one is
+  redone, with a warning naming it) is not submitted again; a backbone is not recomputed when
+  every fine-tuning task that needs it is finished. Records are written by the workers
+  themselves, atomically (:mod:`.store`), so a killed sweep loses only unfinished tasks.
+* Concurrency: every task is claimed before it is submitted (:mod:`.claims`); two sweeps on one
+  store split the tasks between them, each waits for the tasks the other holds, and the claims
+  of a killed run are taken over by the next run (kill -9 then resume runs every task once).
 
 ``scheduler=None`` starts a ``LocalCluster`` with ``workers`` single-threaded processes;
 ``scheduler="tcp://host:8786"`` uses an existing cluster (e.g. dask-jobqueue on Slurm, README);
@@ -22,6 +26,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -30,6 +35,7 @@ from theory.config import Config
 from theory.predict import bayes_bound_key, pretrain_key
 from theory.provenance import provenance
 
+from .claims import Claims
 from .spec import SweepPoint, SweepSpec
 from .store import ResultStore
 
@@ -195,11 +201,18 @@ def finetune_task(point: dict, cfg_dict: dict, point_id: str, seed: int, backbon
 
 @dataclass(frozen=True)
 class SweepReport:
+    """What a run did: ``submitted`` tasks run here, ``skipped`` records already finished at the
+    start, ``by_others`` finished meanwhile by another run on the same store, ``backbones``
+    pre-trainings, ``unavailable`` (point, seed) simulations left out because the setting is
+    theory-only (``pretrain.estimator = "bayes"``)."""
+
     submitted: int
     skipped: int
     backbones: int
     seconds: float
     store: str
+    by_others: int = 0
+    unavailable: int = 0
 
 
 class _InlineFuture:
@@ -229,103 +242,200 @@ def _point_task(point: SweepPoint):
     return point.as_dict(), point.config.to_dict(), point.point_id
 
 
+#: seconds between two looks at the tasks another run holds
+POLL_S = 1.0
+
+
+def _client(workers: int, scheduler: str | None):
+    if workers < 0:
+        raise ValueError(f"workers = {workers}: must be >= 0 (0 runs the tasks in this process)")
+    if scheduler is None and workers == 0:
+        return _InlineClient(), None
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        return Client(scheduler), None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=":0", silence_logs=40)
+    return Client(cluster), cluster
+
+
+class _Pass:
+    """One planning pass: claim every unfinished, unclaimed task and submit it."""
+
+    def __init__(self, spec: SweepSpec, store: ResultStore, client, claims: Claims):
+        self.spec, self.store, self.client, self.claims = spec, store, client, claims
+        self.futures: list = []            # (future, [record paths it writes])
+        self.done = self.backbones = self.unavailable = 0
+        self.done_records: list = []       # record paths found finished
+        self.held: dict = {}               # record path -> owner of the live claim
+
+    def _take(self, kind: str, point_id: str, seed=None) -> bool:
+        """True when the task must be run here (unfinished and now claimed by this run)."""
+        record = self.store.path(kind, point_id, seed)
+        if self.store.has(kind, point_id, seed):
+            self.done += 1
+            self.done_records.append(record)
+            return False
+        owner = self.claims.claim(record)
+        if owner is not None:
+            self.held[record] = owner
+            return False
+        if self.store.has(kind, point_id, seed):   # finished between the two looks
+            self.claims.release(record)
+            self.done += 1
+            self.done_records.append(record)
+            return False
+        return True
+
+    def theory(self, pretrain_futures: dict, bayes_futures: dict) -> None:
+        spec, client, store = self.spec, self.client, self.store
+        for curve in spec.curves():
+            groups: dict[str, list] = {}
+            for p in curve:
+                if self._take("theory", p.point_id):
+                    groups.setdefault(theory_key(p.config), []).append(_point_task(p))
+            todo = list(groups.values())
+            if not todo:
+                continue
+            bounds, states = {}, {}
+            if "finetune" in spec.stages:
+                # the pre-training theory is solved once per sweep for each of its keys and
+                # shared (as futures) by the curve and Bayes-bound tasks that need it
+                for aliases in todo:
+                    cfg = Config.from_dict(aliases[0][1])
+                    pkey = pretrain_key(cfg)
+                    if pkey not in pretrain_futures:
+                        pretrain_futures[pkey] = client.submit(
+                            pretrain_state_task, cfg.to_dict(), key=f"pretrain-{pkey}",
+                            pure=False)
+                    states[pkey] = pretrain_futures[pkey]
+                    if not spec.bayes_bound:
+                        continue
+                    bkey = bayes_bound_key(cfg)
+                    if bkey not in bayes_futures:
+                        bayes_futures[bkey] = client.submit(
+                            bayes_bound_task, cfg.to_dict(), pretrain_futures[pkey],
+                            key=f"bayes-{bkey}", pure=False)
+                    bounds[bkey] = bayes_futures[bkey]
+            paths = [store.path("theory", a[2]) for aliases in todo for a in aliases]
+            self.futures.append((client.submit(theory_curve_task, todo, str(store.root),
+                                               spec.stages, bounds, states, pure=False), paths))
+
+    def simulate(self) -> None:
+        spec, client, store = self.spec, self.client, self.store
+        groups: dict[str, list] = {}
+        for point in spec.points():
+            if point.config.pretrain.estimator == "bayes":
+                self.unavailable += len(spec.seeds)   # theory-only (MODEL.md M7)
+                continue
+            for seed in spec.seeds:
+                if self._take("simulate", point.point_id, seed):
+                    groups.setdefault(backbone_key(point.config, seed), []).append((point, seed))
+        for key, tasks in groups.items():
+            point0, seed0 = tasks[0]
+            keep_data = any(point.config.finetune.reuse for point, _ in tasks)
+            backbone = client.submit(backbone_task, point0.config.to_dict(), seed0,
+                                     keep_data, key=f"backbone-{key}", pure=False)
+            self.backbones += 1
+            for point, seed in tasks:
+                self.futures.append((client.submit(finetune_task, *_point_task(point), seed,
+                                                   backbone, str(store.root), pure=False),
+                                     [store.path("simulate", point.point_id, seed)]))
+
+
+def _wait_for_others(held: dict, claims: Claims, store: ResultStore, name: str, log) -> None:
+    """Block until every task another live run holds is finished or its claim went stale."""
+    owners = {(o.get("pid"), o.get("host"), o.get("started")) for o in held.values()}
+    who = "; ".join(f"pid {pid} on {host} (started {started})" for pid, host, started in owners)
+    log(f"sweep {name}: waiting for {len(held)} tasks claimed by another run on this store "
+        f"({who}); they are computed once, by that run")
+    pending = dict(held)
+    while pending:
+        for record in list(pending):
+            kind, stem = record.parent.name, record.stem
+            if record.exists() and store.has(kind, *_split_stem(kind, stem)):
+                del pending[record]
+            elif claims.holder(record) is None:     # released unfinished, or stale: replan
+                return
+        if pending:
+            time.sleep(POLL_S)
+
+
+def _split_stem(kind: str, stem: str):
+    if kind == "simulate":
+        point_id, _, seed = stem.rpartition("_s")
+        return point_id, int(seed)
+    return stem, None
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: str | None = None,
-              progress: bool = True) -> SweepReport:
-    """Run (or resume) every unfinished task of ``spec``; see the module docstring."""
+              progress: bool = True, log=_stderr) -> SweepReport:
+    """Run (or resume) every unfinished task of ``spec``; see the module docstring.
+
+    Tasks are claimed first (:mod:`.claims`): a task another live run on the same store holds
+    is not computed here; this run waits for it after its own tasks (``log`` says so), and takes
+    it over if that run dies. ``workers`` must be >= 0."""
     start = time.perf_counter()
     store = ResultStore(store_root)
+    client, cluster = _client(workers, scheduler)
     store.write_spec({"name": spec.name, "axes": list(spec.axes), "run": list(spec.run),
                       "seeds": list(spec.seeds), "continuation": spec.continuation,
                       "base": spec.base.to_dict(), "meta": provenance()})
-    cluster = None
-    if scheduler is None and workers == 0:
-        client = _InlineClient()
-    else:
-        from dask.distributed import Client, LocalCluster
-
-        if scheduler is None:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", silence_logs=40)
-            client = Client(cluster)
-        else:
-            client = Client(scheduler)
-    futures, skipped, backbones = [], 0, 0
-    bayes_futures: dict = {}    # one Bayes-bound task per bayes_bound_key
-    pretrain_futures: dict = {}  # one pre-training theory task per pretrain_key
+    submitted = skipped = by_others = backbones = unavailable = 0
+    first, waited_for = True, set()
     try:
-        if "theory" in spec.run:
-            for curve in spec.curves():
-                groups: dict[str, list] = {}
-                for p in curve:
-                    if store.has("theory", p.point_id):
-                        skipped += 1
-                    else:
-                        groups.setdefault(theory_key(p.config), []).append(_point_task(p))
-                todo = list(groups.values())
-                if not todo:
-                    continue
-                bounds, states = {}, {}
-                if "finetune" in spec.stages:
-                    # the pre-training theory is solved once per sweep for each of its keys and
-                    # shared (as futures) by the curve and Bayes-bound tasks that need it
-                    for aliases in todo:
-                        cfg = Config.from_dict(aliases[0][1])
-                        pkey = pretrain_key(cfg)
-                        if pkey not in pretrain_futures:
-                            pretrain_futures[pkey] = client.submit(
-                                pretrain_state_task, cfg.to_dict(), key=f"pretrain-{pkey}",
-                                pure=False)
-                        states[pkey] = pretrain_futures[pkey]
-                        if not spec.bayes_bound:
-                            continue
-                        bkey = bayes_bound_key(cfg)
-                        if bkey not in bayes_futures:
-                            bayes_futures[bkey] = client.submit(
-                                bayes_bound_task, cfg.to_dict(), pretrain_futures[pkey],
-                                key=f"bayes-{bkey}", pure=False)
-                        bounds[bkey] = bayes_futures[bkey]
-                futures.append(client.submit(theory_curve_task, todo, str(store.root),
-                                             spec.stages, bounds, states, pure=False))
-        if "simulate" in spec.run:
-            groups: dict[str, list] = {}
-            for point in spec.points():
-                if point.config.pretrain.estimator == "bayes":
-                    continue  # the Bayes-optimal estimator is theory only (MODEL.md M7)
-                for seed in spec.seeds:
-                    if store.has("simulate", point.point_id, seed):
-                        skipped += 1
-                        continue
-                    groups.setdefault(backbone_key(point.config, seed), []).append((point, seed))
-            for key, tasks in groups.items():
-                point0, seed0 = tasks[0]
-                keep_data = any(point.config.finetune.reuse for point, _ in tasks)
-                backbone = client.submit(backbone_task, point0.config.to_dict(), seed0,
-                                         keep_data, key=f"backbone-{key}", pure=False)
-                backbones += 1
-                for point, seed in tasks:
-                    futures.append(client.submit(finetune_task, *_point_task(point), seed,
-                                                 backbone, str(store.root), pure=False))
-        _wait(futures, progress)
+        with Claims(store.root) as claims:
+            while True:
+                plan = _Pass(spec, store, client, claims)
+                if "theory" in spec.run:
+                    plan.theory({}, {})
+                if "simulate" in spec.run:
+                    plan.simulate()
+                if first:
+                    skipped, unavailable = plan.done, plan.unavailable
+                else:
+                    by_others += sum(r in waited_for for r in plan.done_records)
+                first = False
+                submitted += len(plan.futures)
+                backbones += plan.backbones
+                _wait(plan.futures, progress, claims)
+                if not plan.held:
+                    break
+                waited_for |= set(plan.held)
+                _wait_for_others(plan.held, claims, store, spec.name, log)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
-    return SweepReport(submitted=len(futures), skipped=skipped, backbones=backbones,
-                       seconds=time.perf_counter() - start, store=str(store.root))
+    return SweepReport(submitted=submitted, skipped=skipped, backbones=backbones,
+                       seconds=time.perf_counter() - start, store=str(store.root),
+                       by_others=by_others, unavailable=unavailable)
 
 
-def _wait(futures, progress: bool) -> None:
+def _wait(futures: list, progress: bool, claims: Claims) -> None:
+    """Wait for ``(future, record paths)`` pairs, releasing each task's claims when it ends."""
     from tqdm import tqdm
 
     if not futures:
         return
     bar = tqdm(total=len(futures), disable=not progress, desc="sweep", unit="task")
-    if isinstance(futures[0], _InlineFuture):
+    if isinstance(futures[0][0], _InlineFuture):
+        for _, recs in futures:
+            for record in recs:
+                claims.release(record)
         bar.update(len(futures))
     else:
         from dask.distributed import as_completed
 
-        for future in as_completed(futures):
+        paths = {f.key: p for f, p in futures}
+        for future in as_completed([f for f, _ in futures]):
+            for record in paths[future.key]:
+                claims.release(record)
             future.result()  # re-raise a task's error here
             bar.update(1)
     bar.close()
