@@ -132,7 +132,8 @@ def paired_difference(store_root, metric: str, axis: str, a, b) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m figures.table", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m figures.table",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("store")
     ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
     ap.add_argument("--paired", metavar="AXIS=A,B",

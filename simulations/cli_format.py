@@ -18,12 +18,11 @@ __all__ = ["rows", "fmt", "fmt_err", "table_simulation", "table_theory", "compar
 
 def rows(result: dict):
     """(full metric name, entry) for every metric in a result object."""
-    for key in PRETRAIN_METRICS:
-        if result.get("pretrain"):
-            yield f"pretrain.{key}", result["pretrain"][key]
-    for key in FINETUNE_METRICS:
-        if result.get("finetune"):
-            yield f"finetune.{key}", result["finetune"][key]
+    for block, keys in (("pretrain", PRETRAIN_METRICS), ("finetune", FINETUNE_METRICS)):
+        entries = result.get(block) or {}
+        for key in keys:
+            if key in entries:
+                yield f"{block}.{key}", entries[key]
     for key in TOP_METRICS:
         if result.get(key):
             yield key, result[key]

@@ -344,7 +344,8 @@ def test_mismatch_map_values_name_the_flag(capsys, flag):
 # --- 8. sweep specs may carry a [figure] table --------------------------------------------------
 
 def test_figure_specs_load_as_sweep_specs():
-    for path in sorted((Path(__file__).resolve().parent.parent / "figures" / "specs").glob("*.toml")):
+    specs = Path(__file__).resolve().parent.parent / "figures" / "specs"
+    for path in sorted(specs.glob("*.toml")):
         assert load_spec(path).points()
 
 
@@ -394,3 +395,107 @@ def test_help_lists_config_fields_with_ranges(capsys, command):
     out = capsys.readouterr().out
     assert "config fields" in out and "sim.d" in out and "theory.mc_repeats" in out
     assert "int in [1, inf)" in out
+
+
+# --- 9. an MC error that cannot be estimated is unknown, never 0 --------------------------------
+
+def _states(pre_err: float | None):
+    from theory.states import FinetuneState, PretrainState
+
+    names = ("test_error", "test_error_clean", "train_error", "objective", "Q", "M", "Q0", "mse")
+    pre = PretrainState(Q=1.0, M=0.8, Q0=2.0, V=0.1, metrics={k: 1.0 for k in names},
+                        mc_err={k: (0.0 if k == "Q0" else pre_err) for k in names},
+                        solver={"converged": True, "mc_repeats": 1 if pre_err is None else 3})
+    keys = ("q", "m", "overlap", "train_error", "objective", "test_error", "test_error_clean")
+    # what a single-repeat LoRA solve reports: 0.0 for every repeat-averaged metric
+    fin = FinetuneState(q=0.5, m=0.4, v=0.1, delta_eff=1.2, delta_eff_train=1.2,
+                        metrics={**{k: 0.5 for k in keys}, "q0star": 1.0, "baseline_error": 3.0},
+                        mc_err={**{k: 0.0 for k in keys}, "q0star": 0.0, "baseline_error": 0.0,
+                                "delta_eff_train": 0.0},
+                        solver={"converged": True, "mc_repeats": 1})
+    return pre, fin
+
+
+@pytest.mark.parametrize("pre_err", [0.0, None])
+def test_single_repeat_errors_are_unknown_not_zero(monkeypatch, pre_err):
+    import theory.predict
+    from theory.config import Config
+
+    pre, fin = _states(pre_err)
+    monkeypatch.setattr(theory.predict, "predict_finetuning", lambda cfg, p: fin)
+    out = theory.predict.predict(Config(), pre=pre)
+    for k in ("q", "m", "overlap", "objective", "test_error", "train_error"):
+        assert out["finetune"][k]["mc_err"] is None, k
+    assert out["finetune"]["q0star"]["mc_err"] == 0.0          # an input: exact
+    assert out["pretrain"]["Q0"]["mc_err"] == 0.0
+    # closed forms in (Q, M, Q0, c): exact only when the pre-training is
+    exact = 0.0 if pre_err == 0.0 else None
+    for k in ("delta_eff", "delta_eff_train"):
+        assert out[k]["mc_err"] == exact
+    assert out["finetune"]["baseline_error"]["mc_err"] == exact
+    if pre_err is None:
+        assert out["pretrain"]["Q"]["mc_err"] is None
+    # compare: z is unknown (not inflated), the table says so
+    from simulations.cli_format import compare_rows, table_compare
+
+    sim = {"pretrain": None, "delta_eff": None, "delta_eff_train": None,
+           "finetune": {k: {"mean": 0.45, "sem": 0.01, "values": []}
+                        for k in out["finetune"]}}
+    rows = {r["metric"]: r for r in compare_rows(out, sim)}
+    assert rows["finetune.q"]["z"] is None and rows["finetune.q0star"]["z"] is not None
+    text = table_compare(list(rows.values()), [])
+    assert "n/a" in text and "?" in text and "error is unknown" in text
+    assert json.loads(dumps(out))["finetune"]["q"]["mc_err"] is None
+
+
+def test_missing_or_nan_errors_are_unknown():
+    from theory.predict import _entry
+
+    assert _entry({"q": 1.0}, {}, "q")["mc_err"] is None
+    assert _entry({"q": 1.0}, {"q": float("nan")}, "q")["mc_err"] is None
+    assert _entry({"q": 1.0}, {"q": 0.0}, "q")["mc_err"] == 0.0       # closed form, many repeats
+    assert _entry({"q": 1.0}, {"q": 0.0}, "q", single=True)["mc_err"] is None
+    assert _entry({"q": 1.0}, {"q": 0.02}, "q", single=True)["mc_err"] == 0.02
+
+
+# --- issue 13: one z convention -----------------------------------------------------------------
+
+def test_one_z_convention_everywhere(tmp_path):
+    """z = (theory − simulation)/√(sem² + mc_err²) in compare, figures.table and validate."""
+    import numpy as np
+    import pandas as pd
+
+    from figures.table import comparison_rows
+    from simulations.cli_format import compare_rows
+    from simulations.validate import validation_rows
+    from theory.schema import z_score
+
+    assert z_score(2.0, 0.3, 1.0, 0.4) == pytest.approx(2.0)       # theory above: z > 0
+    assert z_score(1.0, 0.0, 2.0, 0.5) == pytest.approx(-2.0)
+    assert z_score(1.0, None, 2.0, 0.5) is None and z_score(1.0, 0.1, 2.0, math.nan) is None
+    assert z_score(1.0, 0.0, 2.0, 0.0) is None
+    # compare
+    th = {"pretrain": None, "finetune": {"q": {"value": 2.0, "mc_err": 0.3}}}
+    sim = {"pretrain": None, "finetune": {"q": {"mean": 1.0, "sem": 0.4, "values": []}}}
+    assert compare_rows(th, sim)[0]["z"] == pytest.approx(2.0)
+    # figures.table: simulation values 0.6, 1.4 -> mean 1, sem 0.4
+    store = ResultStore(tmp_path / "s")
+    store.write_spec({"axes": ["finetune.alpha"]})
+    point = {"finetune.alpha": 1.0}
+    store.write("theory", "p", {**_record("p", point), "metrics": {"finetune.q": 2.0},
+                                "errors": {"finetune.q": 0.3}})
+    for seed, v in ((0, 0.6), (1, 1.4)):
+        store.write("simulate", "p", {**_record("p", point), "kind": "simulate", "seed": seed,
+                                      "metrics": {"finetune.q": v}, "errors": {}}, seed=seed)
+    rows, _ = comparison_rows(tmp_path / "s", ["finetune.q"])
+    assert rows[0]["z"] == pytest.approx(2.0)
+    # validate: two dimensions, exact fit; the sign is theory minus the extrapolation
+    table = pd.DataFrame([
+        {"source": "theory", "metric": "finetune.q", "value": 2.0, "error": 0.0, "sim.d": 100},
+        *({"source": "simulation", "metric": "finetune.q", "value": v, "error": np.nan,
+           "sim.d": d} for d, vals in ((100, (0.9, 1.1)), (400, (0.9, 1.1))) for v in vals)])
+    row = validation_rows(table, ["finetune.q"], ["sim.d"])[0]
+    assert row["z_inv"] > 0 and row["z_sqrt"] > 0            # theory 2 above the sim's 1
+    table.loc[table.source == "theory", "error"] = np.nan
+    row = validation_rows(table, ["finetune.q"], ["sim.d"])[0]
+    assert row["z_inv"] is None                             # unknown theory error: no z

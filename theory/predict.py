@@ -59,11 +59,16 @@ def _entry(metrics: dict, errors: dict, key: str, single: bool = False) -> dict:
     return {"value": _float(metrics.get(key, math.nan)), "mc_err": _error(errors, key, single)}
 
 
-def _noise_entry(value, cfg: Config, pre: PretrainState, fin: FinetuneState, key: str) -> dict:
-    """Δ_eff / Δ_eff,train: a closed form in the pre-training (Q, M, Q0) and c (T25) unless the
-    solver sampled it. A positive error reported by the solver is kept; otherwise (missing or
-    0) the error is 0 only when those inputs are exact (closed-form pre-training, c not learned
-    from the MC objective), else unknown (None)."""
+#: fine-tuning metrics that are closed forms in the pre-training (Q, M, Q0) and c unless the
+#: solver samples them (T25, T27): Δ_eff, Δ_eff,train and the frozen model's error
+_FROZEN = ("baseline_error",)
+
+
+def _frozen_entry(value, cfg: Config, pre: PretrainState, fin: FinetuneState, key: str) -> dict:
+    """Δ_eff / Δ_eff,train / baseline_error: closed forms in the pre-training (Q, M, Q0) and c
+    (T25, T27) unless the solver sampled them. A positive error reported by the solver is kept;
+    otherwise (missing or 0) the error is 0 only when those inputs are exact (closed-form
+    pre-training, c not learned from the MC objective), else unknown (None)."""
     reported = _float(fin.mc_err.get(key))
     if reported is not None and math.isfinite(reported) and reported > 0:
         return {"value": _float(value), "mc_err": reported}
@@ -124,8 +129,11 @@ def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool 
         fin = predict_finetuning(cfg, pre)
         out["finetune"] = {k: _entry(fin.metrics, fin.mc_err, k, _single_repeat(fin))
                            for k in FINETUNE_METRICS}
-        out["delta_eff"] = _noise_entry(fin.delta_eff, cfg, pre, fin, "delta_eff")
-        out["delta_eff_train"] = _noise_entry(fin.delta_eff_train, cfg, pre, fin, "delta_eff_train")
+        for k in _FROZEN:
+            if k in fin.metrics:
+                out["finetune"][k] = _frozen_entry(fin.metrics[k], cfg, pre, fin, k)
+        for k in ("delta_eff", "delta_eff_train"):
+            out[k] = _frozen_entry(getattr(fin, k), cfg, pre, fin, k)
         out["solver"]["finetune"] = dict(fin.solver)
         out["solver"]["branches"] = [dict(b) for b in fin.branches]
         out["solver"]["recalibration_c"] = float(fin.c)
