@@ -291,9 +291,11 @@ def test_kill_and_resume_runs_every_task_exactly_once(tmp_path):
     proc.wait()
     before = {f.name: f.read_text() for f in folder.glob("*.json")}
     assert 3 <= len(before) < 24, "the sweep must be killed mid-way for this test to mean anything"
+    assert list(folder.glob(".*.claim")), "the killed run leaves its claims behind"
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=600)
     after = {f.name: f.read_text() for f in folder.glob("*.json")}
     assert len(after) == 24                                  # nothing lost
     assert all(after[name] == text for name, text in before.items())  # nothing redone
     keys = [(json.loads(t)["point_id"], json.loads(t)["seed"]) for t in after.values()]
     assert len(set(keys)) == 24                               # nothing duplicated
+    assert not list(folder.glob(".*.claim"))                  # the dead run's claims retaken

@@ -134,6 +134,15 @@ class Claims:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
+    def tidy(self, record: Path) -> None:
+        """Delete a stale claim left beside a finished record (a run killed between writing
+        the record and releasing its claim)."""
+        path = claim_path(record)
+        if path.exists():
+            owner = self._read(path)
+            if owner is not None and self._stale(path, owner):
+                self._take_over(path)
+
     def holder(self, record: Path) -> dict | None:
         """The owner of a live claim on ``record`` held by another run (None: unclaimed or
         stale, i.e. free to be taken)."""

@@ -274,6 +274,7 @@ class _Pass:
         """True when the task must be run here (unfinished and now claimed by this run)."""
         record = self.store.path(kind, point_id, seed)
         if self.store.has(kind, point_id, seed):
+            self.claims.tidy(record)
             self.done += 1
             self.done_records.append(record)
             return False
@@ -323,6 +324,9 @@ class _Pass:
                                                spec.stages, bounds, states, pure=False), paths))
 
     def simulate(self) -> None:
+        """One backbone task per group of (point, seed) sharing it; each group's tasks are
+        claimed just before the group is submitted (so in-process runs interleave claims and
+        work, and two such runs on one store split the groups between them)."""
         spec, client, store = self.spec, self.client, self.store
         groups: dict[str, list] = {}
         for point in spec.points():
@@ -330,9 +334,12 @@ class _Pass:
                 self.unavailable += len(spec.seeds)   # theory-only (MODEL.md M7)
                 continue
             for seed in spec.seeds:
-                if self._take("simulate", point.point_id, seed):
-                    groups.setdefault(backbone_key(point.config, seed), []).append((point, seed))
-        for key, tasks in groups.items():
+                groups.setdefault(backbone_key(point.config, seed), []).append((point, seed))
+        for key, candidates in groups.items():
+            tasks = [(point, seed) for point, seed in candidates
+                     if self._take("simulate", point.point_id, seed)]
+            if not tasks:
+                continue
             point0, seed0 = tasks[0]
             keep_data = any(point.config.finetune.reuse for point, _ in tasks)
             backbone = client.submit(backbone_task, point0.config.to_dict(), seed0,
@@ -342,6 +349,10 @@ class _Pass:
                 self.futures.append((client.submit(finetune_task, *_point_task(point), seed,
                                                    backbone, str(store.root), pure=False),
                                      [store.path("simulate", point.point_id, seed)]))
+            if isinstance(backbone, _InlineFuture):     # finished: release its claims now
+                for _, records in self.futures:
+                    for record in records:
+                        self.claims.release(record)
 
 
 def _wait_for_others(held: dict, claims: Claims, store: ResultStore, name: str, log) -> None:
