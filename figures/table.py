@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from simulations.sweeps import ResultStore, load_table
-from theory.schema import known, z_score
+from theory.schema import known, split_metric, z_score
 
 __all__ = ["comparison_rows", "format_table", "paired_difference"]
 
@@ -169,6 +169,14 @@ def _main(args) -> int:
     store = Path(args.store)
     if not (store / "spec.json").is_file():
         raise ValueError(f"{str(store)!r} is not a results store (no spec.json)")
+    for metric in args.metrics.split(","):
+        try:
+            if not metric.startswith("bayes_finetune."):   # the bound's metrics (T38-T40)
+                split_metric(metric)
+        except KeyError as err:
+            raise ValueError(f"--metrics: {err.args[0]}") from None
+    if load_table(store).empty:
+        raise ValueError(f"{str(store)!r} holds no readable records")
     if args.paired:
         axis, a, b = parse_paired(args.paired)
         print(f"| metric | theory: {axis}={a:g} − {b:g} | simulation: paired mean ± sem (n) "

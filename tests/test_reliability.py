@@ -499,3 +499,17 @@ def test_one_z_convention_everywhere(tmp_path):
     table.loc[table.source == "theory", "error"] = np.nan
     row = validation_rows(table, ["finetune.q"], ["sim.d"])[0]
     assert row["z_inv"] is None                             # unknown theory error: no z
+
+
+def test_figures_table_bad_input_exits_2(tmp_path, capsys):
+    from figures import table
+
+    store = ResultStore(tmp_path / "s")
+    store.write_spec({"axes": []})
+    assert table.main([str(store.root)]) == 2
+    assert "holds no readable records" in capsys.readouterr().err
+    store.write("theory", "p", _record("p"))
+    assert table.main([str(store.root), "--metrics", "finetune.bogus"]) == 2
+    assert "--metrics: unknown metric 'finetune.bogus'" in capsys.readouterr().err
+    assert table.main([str(store.root), "--paired", "pretrain.lam=1"]) == 2
+    assert "--paired 'pretrain.lam=1'" in capsys.readouterr().err
