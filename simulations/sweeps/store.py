@@ -29,7 +29,7 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
