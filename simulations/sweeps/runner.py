@@ -15,9 +15,10 @@
   redone, with a warning naming it) is not submitted again; a backbone is not recomputed when
   every fine-tuning task that needs it is finished. Records are written by the workers
   themselves, atomically (:mod:`.store`), so a killed sweep loses only unfinished tasks (the tasks: :mod:`.tasks`).
-* Concurrency: every task is claimed before it is submitted (:mod:`.claims`); two sweeps on one
-  store split the tasks between them, each waits for the tasks the other holds, and the claims
-  of a killed run are taken over by the next run (kill -9 then resume runs every task once).
+* Concurrency: every task is claimed just before it is submitted (:mod:`.claims`), and a run
+  keeps at most twice its worker threads in flight, so two sweeps on one store split the tasks
+  between them; each waits at the end for the tasks the other holds, and the claims of a killed
+  run are taken over by the next run (kill -9 then resume runs every task once).
 
 ``scheduler=None`` starts a ``LocalCluster`` with ``workers`` single-threaded processes;
 ``scheduler="tcp://host:8786"`` uses an existing cluster (e.g. dask-jobqueue on Slurm, README);
@@ -103,12 +104,76 @@ def _client(workers: int, scheduler: str | None):
     return Client(cluster), cluster
 
 
-class _Pass:
-    """One planning pass: claim every unfinished, unclaimed task and submit it."""
+class _Flight:
+    """The futures in flight, each with the records it writes: a task's claims are released as
+    soon as it ends (its error re-raised here), and at most ``limit`` are in flight at once
+    (None: no limit), so a run claims only what its workers are about to compute and a second
+    run on the same store takes the rest."""
 
-    def __init__(self, spec: SweepSpec, store: ResultStore, client, claims: Claims):
+    def __init__(self, claims: Claims, limit: int | None, progress: bool):
+        from tqdm import tqdm
+
+        self.claims, self.limit, self.count = claims, limit, 0
+        self.pending: list = []
+        self.bar = tqdm(total=0, disable=not progress, desc="sweep", unit="task")
+
+    def add(self, future, records: list) -> None:
+        self.count += 1
+        self.bar.total = self.count
+        self.bar.refresh()
+        if isinstance(future, _InlineFuture):     # already computed
+            self._finished(future, records)
+        else:
+            self.pending.append((future, records))
+
+    def make_room(self) -> None:
+        """Block until fewer than ``limit`` futures are in flight."""
+        while self.limit is not None and len(self.pending) >= self.limit:
+            self._wait_one()
+
+    def finish(self) -> None:
+        while self.pending:
+            self._wait_one()
+        self.bar.close()
+
+    def _wait_one(self) -> None:
+        from dask.distributed import wait
+
+        wait([f for f, _ in self.pending], return_when="FIRST_COMPLETED")
+        running = []
+        for future, records in self.pending:
+            if future.done():
+                self._finished(future, records)
+            else:
+                running.append((future, records))
+        self.pending = running
+
+    def _finished(self, future, records: list) -> None:
+        for record in records:
+            self.claims.release(record)
+        future.result()   # re-raise a task's error here
+        self.bar.update(1)
+
+
+def _in_flight_limit(client, workers: int) -> int | None:
+    """Futures a run keeps in flight: twice the worker threads (None in process)."""
+    if isinstance(client, _InlineClient):
+        return None
+    try:
+        threads = sum(client.nthreads().values())
+    except Exception:   # noqa: BLE001 (an exotic scheduler: no limit rather than no run)
+        return None
+    return 2 * max(threads, workers, 1)
+
+
+class _Pass:
+    """One planning pass: claim every unfinished, unclaimed task and submit it, a curve or a
+    backbone group at a time as room is made in ``flight``."""
+
+    def __init__(self, spec: SweepSpec, store: ResultStore, client, claims: Claims,
+                 flight: _Flight):
         self.spec, self.store, self.client, self.claims = spec, store, client, claims
-        self.futures: list = []            # (future, [record paths it writes])
+        self.flight = flight
         self.done = self.backbones = self.unavailable = 0
         self.done_records: list = []       # record paths found finished
         self.held: dict = {}               # record path -> owner of the live claim
@@ -135,6 +200,7 @@ class _Pass:
     def theory(self, pretrain_futures: dict, bayes_futures: dict) -> None:
         spec, client, store = self.spec, self.client, self.store
         for curve in spec.curves():
+            self.flight.make_room()
             groups: dict[str, list] = {}
             for p in curve:
                 if self._take("theory", p.point_id):
@@ -163,13 +229,12 @@ class _Pass:
                             key=f"bayes-{bkey}", pure=False)
                     bounds[bkey] = bayes_futures[bkey]
             paths = [store.path("theory", a[2]) for aliases in todo for a in aliases]
-            self.futures.append((client.submit(theory_curve_task, todo, str(store.root),
-                                               spec.stages, bounds, states, pure=False), paths))
+            self.flight.add(client.submit(theory_curve_task, todo, str(store.root), spec.stages,
+                                          bounds, states, pure=False), paths)
 
     def simulate(self) -> None:
         """One backbone task per group of (point, seed) sharing it; each group's tasks are
-        claimed just before the group is submitted (so in-process runs interleave claims and
-        work, and two such runs on one store split the groups between them)."""
+        claimed just before the group is submitted."""
         spec, client, store = self.spec, self.client, self.store
         groups: dict[str, list] = {}
         for point in spec.points():
@@ -179,6 +244,7 @@ class _Pass:
             for seed in spec.seeds:
                 groups.setdefault(backbone_key(point.config, seed), []).append((point, seed))
         for key, candidates in groups.items():
+            self.flight.make_room()
             tasks = [(point, seed) for point, seed in candidates
                      if self._take("simulate", point.point_id, seed)]
             if not tasks:
@@ -189,13 +255,9 @@ class _Pass:
                                      keep_data, key=f"backbone-{key}", pure=False)
             self.backbones += 1
             for point, seed in tasks:
-                self.futures.append((client.submit(finetune_task, *_point_task(point), seed,
-                                                   backbone, str(store.root), pure=False),
-                                     [store.path("simulate", point.point_id, seed)]))
-            if isinstance(backbone, _InlineFuture):     # finished: release its claims now
-                for _, records in self.futures:
-                    for record in records:
-                        self.claims.release(record)
+                self.flight.add(client.submit(finetune_task, *_point_task(point), seed,
+                                              backbone, str(store.root), pure=False),
+                                [store.path("simulate", point.point_id, seed)])
 
 
 def _wait_for_others(held: dict, claims: Claims, store: ResultStore, name: str, log) -> None:
@@ -244,20 +306,22 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
     first, waited_for = True, set()
     try:
         with Claims(store.root) as claims:
+            limit = _in_flight_limit(client, workers)
             while True:
-                plan = _Pass(spec, store, client, claims)
+                flight = _Flight(claims, limit, progress)
+                plan = _Pass(spec, store, client, claims, flight)
                 if "theory" in spec.run:
                     plan.theory({}, {})
                 if "simulate" in spec.run:
                     plan.simulate()
+                flight.finish()
                 if first:
                     skipped, unavailable = plan.done, plan.unavailable
                 else:
                     by_others += sum(r in waited_for for r in plan.done_records)
                 first = False
-                submitted += len(plan.futures)
+                submitted += flight.count
                 backbones += plan.backbones
-                _wait(plan.futures, progress, claims)
                 if not plan.held:
                     break
                 waited_for |= set(plan.held)
@@ -269,27 +333,3 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
     return SweepReport(submitted=submitted, skipped=skipped, backbones=backbones,
                        seconds=time.perf_counter() - start, store=str(store.root),
                        by_others=by_others, unavailable=unavailable)
-
-
-def _wait(futures: list, progress: bool, claims: Claims) -> None:
-    """Wait for ``(future, record paths)`` pairs, releasing each task's claims when it ends."""
-    from tqdm import tqdm
-
-    if not futures:
-        return
-    bar = tqdm(total=len(futures), disable=not progress, desc="sweep", unit="task")
-    if isinstance(futures[0][0], _InlineFuture):
-        for _, recs in futures:
-            for record in recs:
-                claims.release(record)
-        bar.update(len(futures))
-    else:
-        from dask.distributed import as_completed
-
-        paths = {f.key: p for f, p in futures}
-        for future in as_completed([f for f, _ in futures]):
-            for record in paths[future.key]:
-                claims.release(record)
-            future.result()  # re-raise a task's error here
-            bar.update(1)
-    bar.close()
