@@ -157,7 +157,10 @@ def parse_paired(text: str) -> tuple[str, float, float]:
 
 
 def main(argv=None) -> int:
+    from simulations.cli_io import plain_warnings
+
     args = parser().parse_args(argv)
+    plain_warnings("figures.table")
     try:
         return _main(args)
     except ValueError as err:

@@ -27,7 +27,7 @@ from pathlib import Path
 from simulations.cli_format import compare_rows, fmt as _fmt, table_compare as _table_compare, \
     table_simulation as _table_simulation, table_theory as _table_theory
 from simulations.cli_io import OutputPathError, check_output_dir, check_output_file, \
-    config_fields_epilog, load_cli_config, nonnegative_int, parse_numbers
+    config_fields_epilog, load_cli_config, nonnegative_int, parse_numbers, plain_warnings
 from simulations.jsonio import dumps, write_atomic
 from theory.compile_cache import enable_compilation_cache
 from theory.config import ConfigError
@@ -300,6 +300,7 @@ def _validate(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    plain_warnings()
     try:
         return _run(args)
     except OutputPathError as err:   # checked before anything is computed

@@ -10,6 +10,8 @@
   never computed and then lost.
 * :func:`parse_numbers`, :func:`nonnegative_int`: flag values, with errors that name the flag.
 * :func:`config_fields_epilog`: the config fields and their ranges for ``--help``.
+* :func:`plain_warnings`: hdlora's own warnings (a corrupt record skipped or redone) printed as
+  one line naming the file, without Python's source-line decoration.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import argparse
 import math
 import os
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 from theory.config import Config, ConfigError
 
 __all__ = ["OutputPathError", "read_toml_file", "load_cli_config", "check_output_file",
-           "check_output_dir", "parse_numbers", "nonnegative_int", "config_fields_epilog"]
+           "check_output_dir", "parse_numbers", "nonnegative_int", "config_fields_epilog",
+           "plain_warnings"]
 
 
 class OutputPathError(ValueError):
@@ -150,3 +154,18 @@ def config_fields_epilog() -> str:
     lines = ["config fields (TOML sections, or --set section.field=value; MODEL.md §5):"]
     lines += [f"  {name:{width}s}  {text}" for name, text in docs.items()]
     return "\n".join(lines)
+
+
+def plain_warnings(prog: str = "hdlora") -> None:
+    """Print warnings of hdlora's own categories as ``prog: warning: message`` (stderr)."""
+    from simulations.sweeps.store import CorruptRecordWarning
+
+    default = getattr(warnings.formatwarning, "hdlora_default", warnings.formatwarning)
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if issubclass(category, CorruptRecordWarning):
+            return f"{prog}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    formatwarning.hdlora_default = default      # calling again replaces, never nests
+    warnings.formatwarning = formatwarning

@@ -513,3 +513,17 @@ def test_figures_table_bad_input_exits_2(tmp_path, capsys):
     assert "--metrics: unknown metric 'finetune.bogus'" in capsys.readouterr().err
     assert table.main([str(store.root), "--paired", "pretrain.lam=1"]) == 2
     assert "--paired 'pretrain.lam=1'" in capsys.readouterr().err
+
+
+def test_corrupt_record_warning_is_one_plain_line(tmp_path):
+    store = ResultStore(tmp_path / "s")
+    store.write_spec({"axes": []})
+    store.write("theory", "p", _record("p"))
+    (tmp_path / "s" / "theory" / "q.json").write_text("{")
+    root = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.run([sys.executable, "-m", "figures.table", str(store.root),
+                           "--metrics", "pretrain.Q"], capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("figures.table: warning: record ") and "q.json" in proc.stderr
+    _no_traceback(proc.stderr)
