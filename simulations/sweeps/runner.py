@@ -106,11 +106,11 @@ def _client(workers: int, scheduler: str | None):
 
 class _Flight:
     """The futures in flight, each with the records it writes: a task's claims are released as
-    soon as it ends (its error re-raised here), and at most ``limit`` are in flight at once
-    (None: no limit), so a run claims only what its workers are about to compute and a second
-    run on the same store takes the rest."""
+    soon as it ends (its error re-raised here), and at most ``limit()`` are in flight at once
+    (None: no limit; re-read as a cluster grows), so a run claims only what its workers are
+    about to compute and a second run on the same store takes the rest."""
 
-    def __init__(self, claims: Claims, limit: int | None, progress: bool):
+    def __init__(self, claims: Claims, limit, progress: bool):
         from tqdm import tqdm
 
         self.claims, self.limit, self.count = claims, limit, 0
@@ -128,7 +128,10 @@ class _Flight:
 
     def make_room(self) -> None:
         """Block until fewer than ``limit`` futures are in flight."""
-        while self.limit is not None and len(self.pending) >= self.limit:
+        while self.pending:
+            limit = self.limit()
+            if limit is None or len(self.pending) < limit:
+                return
             self._wait_one()
 
     def finish(self) -> None:
@@ -155,15 +158,20 @@ class _Flight:
         self.bar.update(1)
 
 
-def _in_flight_limit(client, workers: int) -> int | None:
-    """Futures a run keeps in flight: twice the worker threads (None in process)."""
+def _in_flight_limit(client):
+    """A function giving the futures a run keeps in flight: twice the cluster's worker threads
+    now (at least 2; None, no limit, in process or when the scheduler cannot say)."""
     if isinstance(client, _InlineClient):
-        return None
-    try:
-        threads = sum(client.nthreads().values())
-    except Exception:   # noqa: BLE001 (an exotic scheduler: no limit rather than no run)
-        return None
-    return 2 * max(threads, workers, 1)
+        return lambda: None
+
+    def limit():
+        try:
+            threads = sum(client.nthreads().values())
+        except Exception:   # noqa: BLE001 (an exotic scheduler: no limit rather than no run)
+            return None
+        return 2 * max(threads, 1)
+
+    return limit
 
 
 class _Pass:
@@ -306,7 +314,7 @@ def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: 
     first, waited_for = True, set()
     try:
         with Claims(store.root) as claims:
-            limit = _in_flight_limit(client, workers)
+            limit = _in_flight_limit(client)
             while True:
                 flight = _Flight(claims, limit, progress)
                 plan = _Pass(spec, store, client, claims, flight)
