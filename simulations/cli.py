@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     helps = {
         "simulate": "finite-d simulation over seeds (mean, sem, per-seed values)",
         "theory": "asymptotic prediction of every metric",
-        "compare": "theory next to simulation, with (theory - sim)/sem per metric",
+        "compare": "theory next to simulation, z = (theory - sim)/sqrt(sem^2 + mc_err^2) per "
+                   "metric (n/a where an error is unknown)",
     }
     epilog = config_fields_epilog()
     for name, text in helps.items():
