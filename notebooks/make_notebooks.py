@@ -35,7 +35,8 @@ NOTEBOOKS = {
         ("code", "th = predict(cfg)\n"
                  "for block in ('pretrain', 'finetune'):\n"
                  "    for k, e in th[block].items():\n"
-                 "        print(f'{block}.{k:18s} {e[\"value\"]:10.4f} ± {e[\"mc_err\"]:.1e}')\n"
+                 "        err = '?' if e['mc_err'] is None else f\"{e['mc_err']:.1e}\"  # ?: unknown\n"
+                 "        print(f'{block}.{k:18s} {e[\"value\"]:10.4f} ± {err}')\n"
                  "print('delta_eff', th['delta_eff'])\n"
                  "print(th['solver']['pretrain'].get('converged'), "
                  "th['solver']['finetune'].get('converged'))"),

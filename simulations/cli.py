@@ -10,25 +10,29 @@
 
 ``--quick`` applies the small embedded default (:data:`QUICK_OVERRIDES`) before ``--set``.
 ``--json`` prints one JSON object in the shared schema (theory/schema.py); otherwise a table.
-``--out FILE`` also writes the JSON there (atomically). Exit status: 0 on success, 2 on a bad
-config, 3 when a solver or optimiser did not reach its tolerance (the output says which).
+JSON is strict (NaN is written null; simulations/jsonio.py) and carries ``meta.config_digest``,
+the digest sweep records use. ``--out FILE`` also writes the JSON there (atomically). Output
+paths (``--out``, ``--figure``, ``--store``, ``--results``) and the config are checked before
+anything is computed (simulations/cli_io.py). Exit status: 0 on success, 2 on bad input (config,
+spec, flag, path: the message names it), 3 when a solver or optimiser did not reach its
+tolerance (the output says which).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from simulations.cli_format import compare_rows, fmt as _fmt, table_compare as _table_compare, \
+    table_simulation as _table_simulation, table_theory as _table_theory
+from simulations.cli_io import OutputPathError, check_output_dir, check_output_file, \
+    config_fields_epilog, load_cli_config, nonnegative_int, parse_numbers, plain_warnings
+from simulations.jsonio import dumps, write_atomic
 from theory.compile_cache import enable_compilation_cache
-from theory.config import ConfigError, load_config
-from theory.schema import FINETUNE_METRICS, PRETRAIN_METRICS, TOP_METRICS
+from theory.config import ConfigError
 
-__all__ = ["main", "QUICK_OVERRIDES"]
+__all__ = ["main", "QUICK_OVERRIDES", "compare_rows"]
 
 #: the small embedded default of ``--quick`` (a smoke run of the whole pipeline in about a minute)
 QUICK_OVERRIDES = (
@@ -48,10 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     helps = {
         "simulate": "finite-d simulation over seeds (mean, sem, per-seed values)",
         "theory": "asymptotic prediction of every metric",
-        "compare": "theory next to simulation, with (theory - sim)/sem per metric",
+        "compare": "theory next to simulation, z = (theory - sim)/sqrt(sem^2 + mc_err^2) per "
+                   "metric (n/a where an error is unknown)",
     }
+    epilog = config_fields_epilog()
     for name, text in helps.items():
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(name, help=text, description=text, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("config", nargs="?", help="TOML config (MODEL.md §5 sections)")
         p.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="SECTION.FIELD=VALUE", help="override one config field")
@@ -73,14 +80,16 @@ def _parser() -> argparse.ArgumentParser:
                            description="Run (or resume) a sweep: every finished task is stored "
                                        "atomically and skipped on a rerun.")
     sweep.add_argument("spec", help="sweep spec (TOML, see simulations/sweeps/spec.py)")
-    sweep.add_argument("--workers", type=int, default=2,
+    sweep.add_argument("--workers", type=nonnegative_int, default=2,
                        help="LocalCluster worker processes (0: run in this process)")
     sweep.add_argument("--scheduler", help="address of an existing Dask scheduler")
     sweep.add_argument("--store", help="results directory (default results/<sweep name>)")
     sweep.add_argument("--json", action="store_true", help="print the report as JSON, no bar")
-    opt = sub.add_parser("optimize-pretraining",
+    opt = sub.add_parser("optimize-pretraining", epilog=epilog,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
                          help="pre-training choices that are optimal downstream (theory)")
-    mm = sub.add_parser("mismatch-map",
+    mm = sub.add_parser("mismatch-map", epilog=epilog,
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
                         help="where test error and overlap disagree, fresh vs reused (theory)")
     for p in (opt, mm):
         p.add_argument("config", nargs="?", help="TOML config")
@@ -104,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--metrics", default="pretrain.test_error,pretrain.mse,pretrain.Q,pretrain.M,"
                      "finetune.test_error,finetune.overlap,finetune.q,finetune.m",
                      help="comma-separated metric names")
-    val.add_argument("--workers", type=int, default=2)
+    val.add_argument("--workers", type=nonnegative_int, default=2)
     val.add_argument("--scheduler")
     val.add_argument("--store", help="results directory (default results/<sweep name>)")
     val.add_argument("--json", action="store_true")
@@ -112,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     figs.add_argument("names", nargs="*", help="figures to build (default: all)")
     figs.add_argument("--quick", action="store_true",
                       help="small d, few seeds and points (minutes on 2 cores)")
-    figs.add_argument("--workers", type=int, default=2)
+    figs.add_argument("--workers", type=nonnegative_int, default=2)
     figs.add_argument("--scheduler", help="address of an existing Dask scheduler")
     figs.add_argument("--results", default="results/figures", help="results root")
     figs.add_argument("--json", action="store_true", help="print the report as JSON, no bar")
@@ -124,86 +133,13 @@ def _load(args):
     overrides += args.overrides
     if getattr(args, "seeds", None) is not None:
         overrides.append(f"sim.seeds={args.seeds}")
-    return load_config(args.config, overrides)
+    return load_cli_config(args.config, overrides)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, target)
-
-
-def _rows(result: dict):
-    """(full metric name, entry) for every metric in a result object."""
-    for key in PRETRAIN_METRICS:
-        if result.get("pretrain"):
-            yield f"pretrain.{key}", result["pretrain"][key]
-    for key in FINETUNE_METRICS:
-        if result.get("finetune"):
-            yield f"finetune.{key}", result["finetune"][key]
-    for key in TOP_METRICS:
-        if result.get(key):
-            yield key, result[key]
-
-
-def _fmt(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "nan"
-    return f"{x:.5g}"
-
-
-def _table_simulation(result: dict) -> str:
-    lines = [f"{'metric':28s} {'mean':>11s} {'sem':>10s}"]
-    for name, e in _rows(result):
-        lines.append(f"{name:28s} {_fmt(e['mean']):>11s} {_fmt(e['sem']):>10s}")
-    return "\n".join(lines)
-
-
-def _table_theory(result: dict) -> str:
-    lines = [f"{'metric':28s} {'theory':>11s} {'mc_err':>10s}"]
-    for name, e in _rows(result):
-        lines.append(f"{name:28s} {_fmt(e['value']):>11s} {_fmt(e['mc_err']):>10s}")
-    if result.get("bayes_finetune"):
-        for key, e in result["bayes_finetune"].items():
-            lines.append(f"{'bayes_finetune.' + key:28s} {_fmt(e['value']):>11s} "
-                         f"{_fmt(e['mc_err']):>10s}")
-    for flag in result.get("flags", []):
-        lines.append(f"! {flag}")
-    return "\n".join(lines)
-
-
-def compare_rows(theory_result: dict, sim_result: dict) -> list[dict]:
-    """Per metric: theory value, its MC error, simulation mean and sem, and
-    z = (theory − sim)/sqrt(sem² + mc_err²)."""
-    sim_entries = dict(_rows(sim_result))
-    rows = []
-    for name, th in _rows(theory_result):
-        if name not in sim_entries:
-            continue
-        sm = sim_entries[name]
-        value, err = th["value"], th["mc_err"] or 0.0
-        mean, sem = sm["mean"], sm["sem"]
-        scale = math.sqrt((sem or 0.0) ** 2 + err ** 2)
-        finite = all(x is not None and math.isfinite(x) for x in (value, mean))
-        z = (value - mean) / scale if finite and scale > 0 else math.nan
-        rel = (value - mean) / abs(mean) if finite and mean != 0 else math.nan
-        rows.append({"metric": name, "theory": value, "mc_err": err, "sim_mean": mean,
-                     "sim_sem": sem, "z": z, "rel_diff": rel})
-    return rows
-
-
-def _table_compare(rows: list[dict], flags) -> str:
-    lines = [f"{'metric':28s} {'theory':>10s} {'±mc':>8s} {'sim':>10s} {'±sem':>8s} "
-             f"{'rel':>8s} {'z':>7s}"]
-    for r in rows:
-        lines.append(f"{r['metric']:28s} {_fmt(r['theory']):>10s} {_fmt(r['mc_err']):>8s} "
-                     f"{_fmt(r['sim_mean']):>10s} {_fmt(r['sim_sem']):>8s} "
-                     f"{_fmt(r['rel_diff']):>8s} {_fmt(r['z']):>7s}")
-    lines += [f"! {flag}" for flag in flags]
-    return "\n".join(lines)
+def _stamp(result: dict, cfg) -> dict:
+    """Add the config digest (the ``config_digest`` of sweep records) to ``result["meta"]``."""
+    result.setdefault("meta", {})["config_digest"] = cfg.digest()
+    return result
 
 
 def _sim_converged(result: dict) -> bool:
@@ -228,19 +164,26 @@ def _sweep(args) -> int:
     if spec is None:
         return EXIT_CONFIG
     store = args.store or str(Path("results") / spec.name)
+    check_output_dir(store, "--store")
     report = run_sweep(spec, store, workers=args.workers, scheduler=args.scheduler,
                        progress=not args.json)
     info = {"store": report.store, "submitted": report.submitted, "skipped": report.skipped,
+            "by_others": report.by_others, "unavailable": report.unavailable,
             "backbones": report.backbones, "seconds": report.seconds}
-    print(json.dumps(info) if args.json else
-          f"sweep {spec.name}: {report.submitted} tasks run, {report.skipped} already done, "
-          f"{report.backbones} backbones, {report.seconds:.1f} s -> {report.store}")
+    others = f", {report.by_others} done by another run" if report.by_others else ""
+    theory_only = (f", {report.unavailable} (point, seed) simulations not available "
+                   "(pretrain.estimator = bayes is theory-only)" if report.unavailable else "")
+    print(dumps(info) if args.json else
+          f"sweep {spec.name}: {report.submitted} tasks run, {report.skipped} already done"
+          f"{others}{theory_only}, {report.backbones} backbones, {report.seconds:.1f} s -> "
+          f"{report.store}")
     return 0
 
 
 def _figures(args) -> int:
     from figures.build import build_figures
 
+    check_output_dir(args.results, "--results")
     try:
         report = build_figures(args.names, quick=args.quick, workers=args.workers,
                                scheduler=args.scheduler, results_root=args.results,
@@ -249,7 +192,7 @@ def _figures(args) -> int:
         print(f"hdlora: {err}", file=sys.stderr)
         return EXIT_CONFIG
     if args.json:
-        print(json.dumps(report))
+        print(dumps(report))
     else:
         for name, info in report.items():
             print(f"{name}: {info['seconds']:.1f} s -> {', '.join(info['paths'])}")
@@ -262,8 +205,7 @@ def _optimize(args, cfg) -> int:
     result = optimize_pretraining(cfg, over=args.over or ["pretrain.lam"],
                                   recalibrate=args.recalibrate)
     if args.json:
-        print(json.dumps({"fields": result.fields, "best": result.best, "scan": result.scan},
-                         default=float))
+        print(dumps({"fields": result.fields, "best": result.best, "scan": result.scan}))
         return 0
     shown = ["finetune.test_error", "finetune.overlap", "pretrain.test_error", "pretrain.mse",
              "delta_eff"]
@@ -292,8 +234,13 @@ def _optimize(args, cfg) -> int:
 def _mismatch(args, cfg) -> int:
     from theory.applications.mismatch import Z_SIGNIFICANT, mismatch_map
 
-    xs = [float(v) for v in args.x_values.split(",")]
-    ys = [float(v) for v in args.y_values.split(",")]
+    xs = parse_numbers(args.x_values, "--x-values")
+    ys = parse_numbers(args.y_values, "--y-values")
+    if args.figure:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        check_output_file(args.figure, "--figure",
+                          suffixes=tuple(FigureCanvasAgg.get_supported_filetypes()))
     result = mismatch_map(cfg, args.x, xs, args.y, ys)
     if args.figure:
         import matplotlib
@@ -314,7 +261,7 @@ def _mismatch(args, cfg) -> int:
             fig.colorbar(im, ax=ax)
         fig.savefig(args.figure, bbox_inches="tight")
     if args.json:
-        print(json.dumps(result.to_dict(), default=float))
+        print(dumps(result.to_dict()))
         return 0
     print(f"mismatch map: rows {args.y}, columns {args.x}; X = reuse improves one of "
           f"(test error, overlap) and worsens the other, beyond {Z_SIGNIFICANT:g} MC errors; "
@@ -345,14 +292,24 @@ def _validate(args) -> int:
         print("hdlora: validate needs sim.d among the sweep axes", file=sys.stderr)
         return EXIT_CONFIG
     store = args.store or str(Path("results") / spec.name)
+    check_output_dir(store, "--store")
     run_sweep(spec, store, workers=args.workers, scheduler=args.scheduler, progress=not args.json)
     rows = validation_rows(load_table(store), args.metrics.split(","), list(spec.axes))
-    print(json.dumps(rows, default=float) if args.json else format_rows(rows, list(spec.axes)))
+    print(dumps(rows) if args.json else format_rows(rows, list(spec.axes)))
     return 0
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    plain_warnings()
+    try:
+        return _run(args)
+    except OutputPathError as err:   # checked before anything is computed
+        print(f"hdlora: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _run(args) -> int:
     enable_compilation_cache()
     if args.command == "sweep":
         return _sweep(args)
@@ -376,6 +333,7 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"hdlora: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    check_output_file(args.out, "--out")
 
     from theory.predict import converged, predict, pretrain_state_from_measured, \
         predict_pretraining
@@ -421,13 +379,13 @@ def main(argv=None) -> int:
             return EXIT_CONFIG
         rows = compare_rows(theory_result, sim_result)
         ok = converged(theory_result) and _sim_converged(sim_result)
-        result = {"config": cfg.to_dict(), "rows": rows, "theory": theory_result,
-                  "simulation": sim_result}
+        result = {"config": cfg.to_dict(), "rows": rows, "theory": _stamp(theory_result, cfg),
+                  "simulation": _stamp(sim_result, cfg)}
         text = _table_compare(rows, theory_result.get("flags", []))
 
-    blob = json.dumps(result, indent=1, default=float)
+    blob = dumps(_stamp(result, cfg), indent=1)
     if args.out:
-        _write_atomic(args.out, blob)
+        write_atomic(args.out, blob)
     print(blob if args.json else text)
     if not ok:
         print("hdlora: a solver or optimiser did not reach its tolerance (see the output)",

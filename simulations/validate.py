@@ -8,7 +8,9 @@ then, for every setting (the other axes) and metric, fits the seed-averaged simu
 for p = 1/2 (the leading finite-size correction allowed by the Gaussian-equivalence skewness and
 the backbone–spike coupling, THEORY.md T2, T4) and p = 1 (estimator fluctuations, T5), and reports
 the extrapolated a ± its standard error next to the theory value, with
-z = (a − theory)/sqrt(err_a² + mc_err²). With two dimensions the fit is exact (no χ²).
+z = (theory − a)/sqrt(err_a² + mc_err²) (:func:`theory.schema.z_score`, the sign of every hdlora
+output; None, printed n/a, when an error is unknown). With two dimensions the fit is exact
+(no χ²).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from theory.schema import known, z_score
 
 __all__ = ["extrapolate", "validation_rows", "format_rows"]
 
@@ -62,16 +66,15 @@ def validation_rows(table, metrics, axes) -> list[dict]:
             means = grouped.mean().reindex(ds).to_numpy()
             sems = (grouped.std(ddof=1) / np.sqrt(grouped.count())).reindex(ds).to_numpy()
             th_value = float(t["value"].iloc[0])
-            th_err = float(np.nan_to_num(t["error"].iloc[0]))
+            th_err = float(t["error"].iloc[0])   # NaN: unknown (never taken as 0)
             row = {**setting, "metric": metric, "theory": th_value, "theory_err": th_err,
                    "d": ds.tolist(), "sim_mean": means.tolist(), "sim_sem": sems.tolist(),
                    "seeds": int(grouped.count().min())}
             for label, power in (("sqrt", 0.5), ("inv", 1.0)):
                 fit = extrapolate(ds, means, sems, power)
-                scale = math.sqrt(fit["a_err"] ** 2 + th_err ** 2)
                 row[f"extrap_{label}"] = fit["a"]
                 row[f"extrap_{label}_err"] = fit["a_err"]
-                row[f"z_{label}"] = (fit["a"] - th_value) / scale if scale > 0 else math.nan
+                row[f"z_{label}"] = z_score(th_value, th_err, fit["a"], fit["a_err"])
             rows.append(row)
     return rows
 
@@ -86,8 +89,16 @@ def format_rows(rows, axes) -> str:
         per_d = "; ".join(f"{int(d)}: {m:.4g}±{s:.2g}"
                           for d, m, s in zip(r["d"], r["sim_mean"], r["sim_sem"]))
         cells = [str(r[a]) for a in settings_axes] + [
-            r["metric"], f"{r['theory']:.4g}±{r['theory_err']:.1g}", per_d,
-            f"{r['extrap_sqrt']:.4g}±{r['extrap_sqrt_err']:.2g}", f"{r['z_sqrt']:.2f}",
-            f"{r['extrap_inv']:.4g}±{r['extrap_inv_err']:.2g}", f"{r['z_inv']:.2f}"]
+            r["metric"], f"{r['theory']:.4g}±{_err(r['theory_err'], '.1g')}", per_d,
+            f"{r['extrap_sqrt']:.4g}±{_err(r['extrap_sqrt_err'], '.2g')}", _z(r["z_sqrt"]),
+            f"{r['extrap_inv']:.4g}±{_err(r['extrap_inv_err'], '.2g')}", _z(r["z_inv"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _err(x, digits: str) -> str:
+    return format(x, digits) if known(x) else "?"
+
+
+def _z(z) -> str:
+    return f"{z:.2f}" if known(z) else "n/a"

@@ -158,3 +158,18 @@ def test_rho_is_never_clipped(alpha, pool):
     else:
         cfg = Config().with_overrides(overrides)
         assert 0 < cfg.rho <= 1 and math.isclose(cfg.rho, alpha / pool)
+
+
+def test_cli_reader_matches_load_config(tmp_path):
+    """The CLI's reader (simulations/cli_io.py: every unreadable file is a ConfigError naming
+    it) gives the same config as theory.config.load_config for a readable file."""
+    from simulations.cli_io import load_cli_config
+
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\nT = 2\n[finetune]\nalpha = 1.5\n", encoding="utf-8")
+    overrides = ["sim.d=20", "finetune.lam=0.3"]
+    assert load_cli_config(path, overrides) == load_config(path, overrides)
+    assert load_cli_config(None) == Config()
+    path.write_bytes(b"[model]\nT = 2 # \xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_cli_config(path)

@@ -10,7 +10,9 @@ pre-training order parameters, and returns::
      "solver": {"pretrain": {...}, "finetune": {...}, "branches": [...]},
      "flags": [...], "meta": {...provenance, "seconds"}}
 
-``mc_err`` is the Monte-Carlo standard error (0.0 for closed forms). ``flags`` collects every
+``mc_err`` is the Monte-Carlo standard error: 0.0 for closed forms, ``None`` when it cannot be
+estimated (see :func:`_entry`: a missing or NaN error, or a single MC repeat, is never reported
+as 0.0). ``flags`` collects every
 warning of the solvers (non-converged, RS doubtful, ...); :func:`converged` says whether every
 solver reached its tolerance, and the CLI turns ``False`` into a non-zero exit status.
 """
@@ -31,10 +33,48 @@ __all__ = ["predict", "predict_pretraining", "predict_finetuning", "pretrain_sta
            "converged"]
 
 
-def _entry(metrics: dict, errors: dict, key: str) -> dict:
-    value = metrics.get(key, math.nan)
-    err = errors.get(key, 0.0)
-    return {"value": _float(value), "mc_err": _float(err)}
+#: metrics fixed by the config alone (q0* a field, Q0 the teacher norm): exact whatever the MC
+_EXACT = frozenset({"q0star", "Q0"})
+
+
+def _single_repeat(state) -> bool:
+    """True when a state was averaged over one MC repeat: the spread over repeats, the MC
+    error of every sampled metric, cannot be estimated from it."""
+    return (state.solver or {}).get("mc_repeats") == 1
+
+
+def _error(errors: dict, key: str, single: bool):
+    """An honest MC error: ``None`` (unknown) for a missing or non-finite error, and for an
+    error reported as exactly 0 by a single-repeat solve of a metric that is not exact."""
+    err = _float(errors.get(key))
+    if err is None or not math.isfinite(err):
+        return None
+    if err == 0.0 and single and key not in _EXACT:
+        return None
+    return err
+
+
+def _entry(metrics: dict, errors: dict, key: str, single: bool = False) -> dict:
+    """``{"value", "mc_err"}`` of one metric; ``single``: the state is one MC repeat."""
+    return {"value": _float(metrics.get(key, math.nan)), "mc_err": _error(errors, key, single)}
+
+
+#: fine-tuning metrics that are closed forms in the pre-training (Q, M, Q0) and c unless the
+#: solver samples them (T25, T27): Δ_eff, Δ_eff,train and the frozen model's error
+_FROZEN = ("baseline_error",)
+
+
+def _frozen_entry(value, cfg: Config, pre: PretrainState, fin: FinetuneState, key: str) -> dict:
+    """Δ_eff / Δ_eff,train / baseline_error: closed forms in the pre-training (Q, M, Q0) and c
+    (T25, T27) unless the solver sampled them. A positive error reported by the solver is kept;
+    otherwise (missing or 0) the error is 0 only when those inputs are exact (closed-form
+    pre-training, c not learned from the MC objective), else unknown (None)."""
+    reported = _float(fin.mc_err.get(key))
+    if reported is not None and math.isfinite(reported) and reported > 0:
+        return {"value": _float(value), "mc_err": reported}
+    inputs_exact = all(_float(pre.mc_err.get(k)) == 0.0 for k in ("Q", "M", "Q0"))
+    exact = inputs_exact and cfg.finetune.recalibrate != "learned"
+    return {"value": _float(value), "mc_err": 0.0 if exact else None}
 
 
 def _float(x):
@@ -78,7 +118,8 @@ def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool 
     out: dict = {"config": cfg.to_dict(), "solver": {}, "flags": []}
     if pre is None:
         pre = predict_pretraining(cfg)
-    out["pretrain"] = {k: _entry(pre.metrics, pre.mc_err, k) for k in PRETRAIN_METRICS}
+    out["pretrain"] = {k: _entry(pre.metrics, pre.mc_err, k, _single_repeat(pre))
+                       for k in PRETRAIN_METRICS}
     out["solver"]["pretrain"] = dict(pre.solver)
     out["flags"] += [f"pretrain: {f}" for f in pre.flags]
     out["finetune"] = None
@@ -86,11 +127,13 @@ def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool 
     out["bayes_finetune"] = None
     if "finetune" in stages:
         fin = predict_finetuning(cfg, pre)
-        out["finetune"] = {k: _entry(fin.metrics, fin.mc_err, k) for k in FINETUNE_METRICS}
-        out["delta_eff"] = {"value": _float(fin.delta_eff),
-                            "mc_err": _float(fin.mc_err.get("delta_eff", 0.0))}
-        out["delta_eff_train"] = {"value": _float(fin.delta_eff_train),
-                                  "mc_err": _float(fin.mc_err.get("delta_eff_train", 0.0))}
+        out["finetune"] = {k: _entry(fin.metrics, fin.mc_err, k, _single_repeat(fin))
+                           for k in FINETUNE_METRICS}
+        for k in _FROZEN:
+            if k in fin.metrics:
+                out["finetune"][k] = _frozen_entry(fin.metrics[k], cfg, pre, fin, k)
+        for k in ("delta_eff", "delta_eff_train"):
+            out[k] = _frozen_entry(getattr(fin, k), cfg, pre, fin, k)
         out["solver"]["finetune"] = dict(fin.solver)
         out["solver"]["branches"] = [dict(b) for b in fin.branches]
         out["solver"]["recalibration_c"] = float(fin.c)
@@ -109,7 +152,7 @@ def predict_bayes_bound(cfg: Config, pre: PretrainState) -> dict:
     from .finetuning import bayes as bayes_finetune
 
     bo = bayes_finetune.solve(cfg, pre)
-    return {"bayes_finetune": {k: _entry(bo.metrics, bo.mc_err, k)
+    return {"bayes_finetune": {k: _entry(bo.metrics, bo.mc_err, k, _single_repeat(bo))
                                for k in ("q", "m", "overlap", "test_error", "test_error_clean")},
             "solver": dict(bo.solver), "flags": [f"bayes_finetune: {f}" for f in bo.flags]}
 

@@ -11,9 +11,14 @@
 * Simulation: one task per (point, seed). The pre-trained backbone depends only on
   (model, pretrain, sim.d, optimiser settings, seed): it is computed once per such key as its own
   Dask task and passed to every fine-tuning task that shares it.
-* Resume: a task whose record exists in the store is not submitted again; a backbone is not
-  recomputed when every fine-tuning task that needs it is finished. Records are written by the
-  workers themselves, atomically (:mod:`.store`), so a killed sweep loses only unfinished tasks.
+* Resume: a task whose record exists in the store (and is a valid record: a corrupt one is
+  redone, with a warning naming it) is not submitted again; a backbone is not recomputed when
+  every fine-tuning task that needs it is finished. Records are written by the workers
+  themselves, atomically (:mod:`.store`), so a killed sweep loses only unfinished tasks (the tasks: :mod:`.tasks`).
+* Concurrency: every task is claimed just before it is submitted (:mod:`.claims`), and a run
+  keeps at most twice its worker threads in flight, so two sweeps on one store split the tasks
+  between them; each waits at the end for the tasks the other holds, and the claims of a killed
+  run are taken over by the next run (kill -9 then resume runs every task once).
 
 ``scheduler=None`` starts a ``LocalCluster`` with ``workers`` single-threaded processes;
 ``scheduler="tcp://host:8786"`` uses an existing cluster (e.g. dask-jobqueue on Slurm, README);
@@ -22,184 +27,36 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
-from theory.compile_cache import enable_compilation_cache
 from theory.config import Config
 from theory.predict import bayes_bound_key, pretrain_key
 from theory.provenance import provenance
 
+from .claims import Claims
 from .spec import SweepPoint, SweepSpec
 from .store import ResultStore
+from .tasks import backbone_key, backbone_task, bayes_bound_task, finetune_task, \
+    pretrain_state_task, theory_curve_task, theory_key
 
 __all__ = ["run_sweep", "SweepReport", "backbone_key", "theory_key"]
 
-_BACKBONE_SIM_FIELDS = ("d", "pretrain_gtol", "max_steps")
-
-
-def backbone_key(cfg: Config, seed: int) -> str:
-    """Identifier of the pre-trained backbone a simulation task needs."""
-    sim = {k: getattr(cfg.sim, k) for k in _BACKBONE_SIM_FIELDS}
-    digest = Config.from_dict({"model": cfg.model.to_dict(), "pretrain": cfg.pretrain.to_dict(),
-                               "sim": sim}).digest(sections=["model", "pretrain", "sim"])
-    return f"{digest}_s{seed}"
-
-
-def _record(kind: str, point: dict, cfg_dict: dict, point_id: str, seed, metrics: dict,
-            errors: dict, diagnostics: dict, seconds: float) -> dict:
-    return {"kind": kind, "point": point, "point_id": point_id, "seed": seed,
-            "config": cfg_dict, "config_digest": point_id, "metrics": metrics, "errors": errors,
-            "diagnostics": diagnostics, "meta": {**provenance(), "seconds": seconds}}
-
-
-def _flatten_theory(result: dict) -> tuple[dict, dict]:
-    metrics, errors = {}, {}
-    for block in ("pretrain", "finetune", "bayes_finetune"):
-        for key, entry in (result.get(block) or {}).items():
-            metrics[f"{block}.{key}"] = entry["value"]
-            errors[f"{block}.{key}"] = entry["mc_err"]
-    for key in ("delta_eff", "delta_eff_train"):
-        if result.get(key):
-            metrics[key] = result[key]["value"]
-            errors[key] = result[key]["mc_err"]
-    return metrics, errors
-
-
-THEORY_SECTIONS = ("model", "pretrain", "finetune", "theory")
-
-
-def theory_key(cfg: Config) -> str:
-    """Digest of the sections the theory reads: points differing only in ``sim.*`` share it."""
-    return cfg.digest(sections=THEORY_SECTIONS)
-
-
-def pretrain_state_task(cfg_dict: dict):
-    """The pre-training theory state of one :func:`theory.predict.pretrain_key`, shared by every curve
-    and Bayes-bound task of a sweep that needs it; ``{"failed": message}`` if the solver left its
-    domain (recorded by the points that use it)."""
-    from theory.predict import predict_pretraining
-
-    enable_compilation_cache()
-    try:
-        return predict_pretraining(Config.from_dict(cfg_dict))
-    except (ValueError, ArithmeticError) as err:
-        return {"failed": f"{type(err).__name__}: {err}"}
-
-
-def bayes_bound_task(cfg_dict: dict, pre) -> dict:
-    """The Bayes-optimal fine-tuning bound of one :func:`theory.predict.bayes_bound_key`, on the
-    :func:`pretrain_state_task` result ``pre``; a solver that leaves its domain gives
-    ``{"failed": message}`` (recorded by the curves that use it)."""
-    from theory.predict import predict_bayes_bound
-
-    enable_compilation_cache()
-    if isinstance(pre, dict):          # the shared pre-training solve failed
-        return {"failed": pre["failed"]}
-    try:
-        return predict_bayes_bound(Config.from_dict(cfg_dict), pre)
-    except (ValueError, ArithmeticError) as err:
-        return {"failed": f"{type(err).__name__}: {err}"}
-
-
-def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str,
-                      stages: tuple[str, ...] = ("pretrain", "finetune"),
-                      bayes_bounds: dict[str, dict] | None = None,
-                      pretrain_states: dict | None = None) -> list[str]:
-    """Solve the theory along one curve, writing each point as soon as it is done.
-
-    ``curve`` is a list of alias groups: the points of a group differ only in ``sim.*`` fields,
-    which the theory does not read, so it is solved once and its record written for each alias.
-    ``bayes_bounds`` maps :func:`theory.predict.bayes_bound_key` to a :func:`bayes_bound_task`
-    result; each point with its key in the map gets the bound merged into its record.
-    ``pretrain_states`` maps :func:`theory.predict.pretrain_key` to a :func:`pretrain_state_task` result
-    (solved once per sweep); keys not in it are solved here, once per curve.
-    """
-    from theory.predict import bayes_bound_key, merge_bayes_bound, predict, predict_pretraining
-
-    enable_compilation_cache()
-    store = ResultStore(store_root)
-    done = []
-    pretrain_states = dict(pretrain_states or {})   # one solve per (model, pretrain, theory)
-    for aliases in curve:
-        todo = [a for a in aliases if not store.has("theory", a[2])]
-        if not todo:
-            continue
-        start = time.perf_counter()
-        try:
-            cfg = Config.from_dict(todo[0][1])
-            key = pretrain_key(cfg)
-            if key not in pretrain_states:
-                pretrain_states[key] = predict_pretraining(cfg)
-            pre = pretrain_states[key]
-            if isinstance(pre, dict):   # the shared pre-training solve failed: same record
-                raise ValueError(pre["failed"])
-            result = predict(cfg, pre=pre, stages=stages)
-            bound = (bayes_bounds or {}).get(bayes_bound_key(cfg)) if "finetune" in stages else None
-            if bound is not None and "failed" in bound:
-                result["flags"].append(f"bayes_finetune: failed: {bound['failed']}")
-            elif bound is not None:
-                merge_bayes_bound(result, bound)
-        except NotImplementedError as err:  # recorded, so a figure shows the gap, not a crash
-            metrics, errors, diagnostics = {}, {}, {"not_available": str(err)}
-        except (ValueError, ArithmeticError) as err:
-            # a solver that left its domain at this point (e.g. a negative hat in an iterate):
-            # recorded with the message, the other points of the curve still run
-            metrics, errors, diagnostics = {}, {}, {"failed": f"{type(err).__name__}: {err}"}
-        else:
-            metrics, errors = _flatten_theory(result)
-            diagnostics = {"solver": result["solver"], "flags": result["flags"]}
-        seconds = time.perf_counter() - start
-        for point, cfg_dict, point_id in todo:
-            store.write("theory", point_id, _record("theory", point, cfg_dict, point_id, None,
-                                                    metrics, errors, diagnostics, seconds))
-            done.append(point_id)
-    return done
-
-
-def backbone_task(cfg_dict: dict, seed: int, keep_data: bool = False):
-    """Pre-train once for a (pre-training config, d, seed) key; ``keep_data`` keeps the
-    pre-training sequences (needed when any fine-tuning task on it reuses them, M10)."""
-    from simulations.experiment import SimulationNotImplemented, pretrain_backbone
-
-    enable_compilation_cache()
-    try:
-        return pretrain_backbone(Config.from_dict(cfg_dict), seed, keep_data=keep_data)
-    except SimulationNotImplemented as err:  # recorded by every task that needs it
-        return {"not_available": str(err)}
-
-
-def finetune_task(point: dict, cfg_dict: dict, point_id: str, seed: int, backbone,
-                  store_root: str) -> str:
-    """Fine-tune on a shared backbone and write the (point, seed) record."""
-    from simulations.experiment import SimulationNotImplemented, finetune_on
-
-    enable_compilation_cache()
-    store = ResultStore(store_root)
-    start = time.perf_counter()
-    if "not_available" in backbone:
-        metrics, diagnostics = {}, {"not_available": backbone["not_available"]}
-    else:
-        try:
-            seed_result = finetune_on(Config.from_dict(cfg_dict), backbone, seed)
-        except SimulationNotImplemented as err:
-            metrics, diagnostics = {}, {"not_available": str(err)}
-        else:
-            metrics = {k: v for k, v in seed_result.items() if k != "diagnostics"}
-            diagnostics = seed_result["diagnostics"]
-    store.write("simulate", point_id,
-                _record("simulate", point, cfg_dict, point_id, seed, metrics, {}, diagnostics,
-                        time.perf_counter() - start), seed=seed)
-    return f"{point_id}_s{seed}"
-
-
 @dataclass(frozen=True)
 class SweepReport:
+    """What a run did: ``submitted`` tasks run here, ``skipped`` records already finished at the
+    start, ``by_others`` finished meanwhile by another run on the same store, ``backbones``
+    pre-trainings, ``unavailable`` (point, seed) simulations left out because the setting is
+    theory-only (``pretrain.estimator = "bayes"``)."""
+
     submitted: int
     skipped: int
     backbones: int
     seconds: float
     store: str
+    by_others: int = 0
+    unavailable: int = 0
 
 
 class _InlineFuture:
@@ -229,103 +86,258 @@ def _point_task(point: SweepPoint):
     return point.as_dict(), point.config.to_dict(), point.point_id
 
 
+#: seconds between two looks at the tasks another run holds
+POLL_S = 1.0
+
+
+def _client(workers: int, scheduler: str | None):
+    if workers < 0:
+        raise ValueError(f"workers = {workers}: must be >= 0 (0 runs the tasks in this process)")
+    if scheduler is None and workers == 0:
+        return _InlineClient(), None
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        return Client(scheduler), None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=":0", silence_logs=40)
+    return Client(cluster), cluster
+
+
+class _Flight:
+    """The futures in flight, each with the records it writes: a task's claims are released as
+    soon as it ends (its error re-raised here), and at most ``limit()`` are in flight at once
+    (None: no limit; re-read as a cluster grows), so a run claims only what its workers are
+    about to compute and a second run on the same store takes the rest."""
+
+    def __init__(self, claims: Claims, limit, progress: bool):
+        from tqdm import tqdm
+
+        self.claims, self.limit, self.count = claims, limit, 0
+        self.pending: list = []
+        self.bar = tqdm(total=0, disable=not progress, desc="sweep", unit="task")
+
+    def add(self, future, records: list) -> None:
+        self.count += 1
+        self.bar.total = self.count
+        self.bar.refresh()
+        if isinstance(future, _InlineFuture):     # already computed
+            self._finished(future, records)
+        else:
+            self.pending.append((future, records))
+
+    def make_room(self) -> None:
+        """Block until fewer than ``limit`` futures are in flight."""
+        while self.pending:
+            limit = self.limit()
+            if limit is None or len(self.pending) < limit:
+                return
+            self._wait_one()
+
+    def finish(self) -> None:
+        while self.pending:
+            self._wait_one()
+        self.bar.close()
+
+    def _wait_one(self) -> None:
+        from dask.distributed import wait
+
+        wait([f for f, _ in self.pending], return_when="FIRST_COMPLETED")
+        running = []
+        for future, records in self.pending:
+            if future.done():
+                self._finished(future, records)
+            else:
+                running.append((future, records))
+        self.pending = running
+
+    def _finished(self, future, records: list) -> None:
+        for record in records:
+            self.claims.release(record)
+        future.result()   # re-raise a task's error here
+        self.bar.update(1)
+
+
+def _in_flight_limit(client):
+    """A function giving the futures a run keeps in flight: twice the cluster's worker threads
+    now (at least 2; None, no limit, in process or when the scheduler cannot say)."""
+    if isinstance(client, _InlineClient):
+        return lambda: None
+
+    def limit():
+        try:
+            threads = sum(client.nthreads().values())
+        except Exception:   # noqa: BLE001 (an exotic scheduler: no limit rather than no run)
+            return None
+        return 2 * max(threads, 1)
+
+    return limit
+
+
+class _Pass:
+    """One planning pass: claim every unfinished, unclaimed task and submit it, a curve or a
+    backbone group at a time as room is made in ``flight``."""
+
+    def __init__(self, spec: SweepSpec, store: ResultStore, client, claims: Claims,
+                 flight: _Flight):
+        self.spec, self.store, self.client, self.claims = spec, store, client, claims
+        self.flight = flight
+        self.done = self.backbones = self.unavailable = 0
+        self.done_records: list = []       # record paths found finished
+        self.held: dict = {}               # record path -> owner of the live claim
+
+    def _take(self, kind: str, point_id: str, seed=None) -> bool:
+        """True when the task must be run here (unfinished and now claimed by this run)."""
+        record = self.store.path(kind, point_id, seed)
+        if self.store.has(kind, point_id, seed):
+            self.claims.tidy(record)
+            self.done += 1
+            self.done_records.append(record)
+            return False
+        owner = self.claims.claim(record)
+        if owner is not None:
+            self.held[record] = owner
+            return False
+        if self.store.has(kind, point_id, seed):   # finished between the two looks
+            self.claims.release(record)
+            self.done += 1
+            self.done_records.append(record)
+            return False
+        return True
+
+    def theory(self, pretrain_futures: dict, bayes_futures: dict) -> None:
+        spec, client, store = self.spec, self.client, self.store
+        for curve in spec.curves():
+            self.flight.make_room()
+            groups: dict[str, list] = {}
+            for p in curve:
+                if self._take("theory", p.point_id):
+                    groups.setdefault(theory_key(p.config), []).append(_point_task(p))
+            todo = list(groups.values())
+            if not todo:
+                continue
+            bounds, states = {}, {}
+            if "finetune" in spec.stages:
+                # the pre-training theory is solved once per sweep for each of its keys and
+                # shared (as futures) by the curve and Bayes-bound tasks that need it
+                for aliases in todo:
+                    cfg = Config.from_dict(aliases[0][1])
+                    pkey = pretrain_key(cfg)
+                    if pkey not in pretrain_futures:
+                        pretrain_futures[pkey] = client.submit(
+                            pretrain_state_task, cfg.to_dict(), key=f"pretrain-{pkey}",
+                            pure=False)
+                    states[pkey] = pretrain_futures[pkey]
+                    if not spec.bayes_bound:
+                        continue
+                    bkey = bayes_bound_key(cfg)
+                    if bkey not in bayes_futures:
+                        bayes_futures[bkey] = client.submit(
+                            bayes_bound_task, cfg.to_dict(), pretrain_futures[pkey],
+                            key=f"bayes-{bkey}", pure=False)
+                    bounds[bkey] = bayes_futures[bkey]
+            paths = [store.path("theory", a[2]) for aliases in todo for a in aliases]
+            self.flight.add(client.submit(theory_curve_task, todo, str(store.root), spec.stages,
+                                          bounds, states, pure=False), paths)
+
+    def simulate(self) -> None:
+        """One backbone task per group of (point, seed) sharing it; each group's tasks are
+        claimed just before the group is submitted."""
+        spec, client, store = self.spec, self.client, self.store
+        groups: dict[str, list] = {}
+        for point in spec.points():
+            if point.config.pretrain.estimator == "bayes":
+                self.unavailable += len(spec.seeds)   # theory-only (MODEL.md M7)
+                continue
+            for seed in spec.seeds:
+                groups.setdefault(backbone_key(point.config, seed), []).append((point, seed))
+        for key, candidates in groups.items():
+            self.flight.make_room()
+            tasks = [(point, seed) for point, seed in candidates
+                     if self._take("simulate", point.point_id, seed)]
+            if not tasks:
+                continue
+            point0, seed0 = tasks[0]
+            keep_data = any(point.config.finetune.reuse for point, _ in tasks)
+            backbone = client.submit(backbone_task, point0.config.to_dict(), seed0,
+                                     keep_data, key=f"backbone-{key}", pure=False)
+            self.backbones += 1
+            for point, seed in tasks:
+                self.flight.add(client.submit(finetune_task, *_point_task(point), seed,
+                                              backbone, str(store.root), pure=False),
+                                [store.path("simulate", point.point_id, seed)])
+
+
+def _wait_for_others(held: dict, claims: Claims, store: ResultStore, name: str, log) -> None:
+    """Block until every task another live run holds is finished or its claim went stale."""
+    owners = {(o.get("pid"), o.get("host"), o.get("started")) for o in held.values()}
+    who = "; ".join(f"pid {pid} on {host} (started {started})" for pid, host, started in owners)
+    log(f"sweep {name}: waiting for {len(held)} tasks claimed by another run on this store "
+        f"({who}); they are computed once, by that run")
+    pending = dict(held)
+    while pending:
+        for record in list(pending):
+            kind, stem = record.parent.name, record.stem
+            if record.exists() and store.has(kind, *_split_stem(kind, stem)):
+                del pending[record]
+            elif claims.holder(record) is None:     # released unfinished, or stale: replan
+                return
+        if pending:
+            time.sleep(POLL_S)
+
+
+def _split_stem(kind: str, stem: str):
+    if kind == "simulate":
+        point_id, _, seed = stem.rpartition("_s")
+        return point_id, int(seed)
+    return stem, None
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def run_sweep(spec: SweepSpec, store_root: str, *, workers: int = 2, scheduler: str | None = None,
-              progress: bool = True) -> SweepReport:
-    """Run (or resume) every unfinished task of ``spec``; see the module docstring."""
+              progress: bool = True, log=_stderr) -> SweepReport:
+    """Run (or resume) every unfinished task of ``spec``; see the module docstring.
+
+    Tasks are claimed first (:mod:`.claims`): a task another live run on the same store holds
+    is not computed here; this run waits for it after its own tasks (``log`` says so), and takes
+    it over if that run dies. ``workers`` must be >= 0."""
     start = time.perf_counter()
     store = ResultStore(store_root)
+    client, cluster = _client(workers, scheduler)
     store.write_spec({"name": spec.name, "axes": list(spec.axes), "run": list(spec.run),
                       "seeds": list(spec.seeds), "continuation": spec.continuation,
                       "base": spec.base.to_dict(), "meta": provenance()})
-    cluster = None
-    if scheduler is None and workers == 0:
-        client = _InlineClient()
-    else:
-        from dask.distributed import Client, LocalCluster
-
-        if scheduler is None:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", silence_logs=40)
-            client = Client(cluster)
-        else:
-            client = Client(scheduler)
-    futures, skipped, backbones = [], 0, 0
-    bayes_futures: dict = {}    # one Bayes-bound task per bayes_bound_key
-    pretrain_futures: dict = {}  # one pre-training theory task per pretrain_key
+    submitted = skipped = by_others = backbones = unavailable = 0
+    first, waited_for = True, set()
     try:
-        if "theory" in spec.run:
-            for curve in spec.curves():
-                groups: dict[str, list] = {}
-                for p in curve:
-                    if store.has("theory", p.point_id):
-                        skipped += 1
-                    else:
-                        groups.setdefault(theory_key(p.config), []).append(_point_task(p))
-                todo = list(groups.values())
-                if not todo:
-                    continue
-                bounds, states = {}, {}
-                if "finetune" in spec.stages:
-                    # the pre-training theory is solved once per sweep for each of its keys and
-                    # shared (as futures) by the curve and Bayes-bound tasks that need it
-                    for aliases in todo:
-                        cfg = Config.from_dict(aliases[0][1])
-                        pkey = pretrain_key(cfg)
-                        if pkey not in pretrain_futures:
-                            pretrain_futures[pkey] = client.submit(
-                                pretrain_state_task, cfg.to_dict(), key=f"pretrain-{pkey}",
-                                pure=False)
-                        states[pkey] = pretrain_futures[pkey]
-                        if not spec.bayes_bound:
-                            continue
-                        bkey = bayes_bound_key(cfg)
-                        if bkey not in bayes_futures:
-                            bayes_futures[bkey] = client.submit(
-                                bayes_bound_task, cfg.to_dict(), pretrain_futures[pkey],
-                                key=f"bayes-{bkey}", pure=False)
-                        bounds[bkey] = bayes_futures[bkey]
-                futures.append(client.submit(theory_curve_task, todo, str(store.root),
-                                             spec.stages, bounds, states, pure=False))
-        if "simulate" in spec.run:
-            groups: dict[str, list] = {}
-            for point in spec.points():
-                if point.config.pretrain.estimator == "bayes":
-                    continue  # the Bayes-optimal estimator is theory only (MODEL.md M7)
-                for seed in spec.seeds:
-                    if store.has("simulate", point.point_id, seed):
-                        skipped += 1
-                        continue
-                    groups.setdefault(backbone_key(point.config, seed), []).append((point, seed))
-            for key, tasks in groups.items():
-                point0, seed0 = tasks[0]
-                keep_data = any(point.config.finetune.reuse for point, _ in tasks)
-                backbone = client.submit(backbone_task, point0.config.to_dict(), seed0,
-                                         keep_data, key=f"backbone-{key}", pure=False)
-                backbones += 1
-                for point, seed in tasks:
-                    futures.append(client.submit(finetune_task, *_point_task(point), seed,
-                                                 backbone, str(store.root), pure=False))
-        _wait(futures, progress)
+        with Claims(store.root) as claims:
+            limit = _in_flight_limit(client)
+            while True:
+                flight = _Flight(claims, limit, progress)
+                plan = _Pass(spec, store, client, claims, flight)
+                if "theory" in spec.run:
+                    plan.theory({}, {})
+                if "simulate" in spec.run:
+                    plan.simulate()
+                flight.finish()
+                if first:
+                    skipped, unavailable = plan.done, plan.unavailable
+                else:
+                    by_others += sum(r in waited_for for r in plan.done_records)
+                first = False
+                submitted += flight.count
+                backbones += plan.backbones
+                if not plan.held:
+                    break
+                waited_for |= set(plan.held)
+                _wait_for_others(plan.held, claims, store, spec.name, log)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
-    return SweepReport(submitted=len(futures), skipped=skipped, backbones=backbones,
-                       seconds=time.perf_counter() - start, store=str(store.root))
-
-
-def _wait(futures, progress: bool) -> None:
-    from tqdm import tqdm
-
-    if not futures:
-        return
-    bar = tqdm(total=len(futures), disable=not progress, desc="sweep", unit="task")
-    if isinstance(futures[0], _InlineFuture):
-        bar.update(len(futures))
-    else:
-        from dask.distributed import as_completed
-
-        for future in as_completed(futures):
-            future.result()  # re-raise a task's error here
-            bar.update(1)
-    bar.close()
+    return SweepReport(submitted=submitted, skipped=skipped, backbones=backbones,
+                       seconds=time.perf_counter() - start, store=str(store.root),
+                       by_others=by_others, unavailable=unavailable)

@@ -22,8 +22,13 @@ Format (keys with dots are config fields ``section.field`` and must be quoted)::
     [base.model]                        # any config section of MODEL.md §5
     T = 3
 
+    [figure]                            # optional: read by figures/ only, ignored by the sweep
+
 Every point is validated as a :class:`theory.config.Config` when the spec is loaded: an error
-names the spec field (or the point and the config field) and the allowed range.
+names the spec field (or the point and the config field) and the allowed range. An axis that
+lists one setting twice (``[2.0, 2, 2.0]``: the same config) is an error naming the axis, and so
+is a simulation-only sweep with a theory-only point (``pretrain.estimator = "bayes"``; in a sweep
+that also runs the theory such points are simulated by nobody and counted in the report).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from theory.config import Config, ConfigError, read_toml
+from simulations.cli_io import read_toml_file
+from theory.config import Config, ConfigError
 
 __all__ = ["SweepSpec", "SweepPoint", "load_spec", "SpecError", "RUN_KINDS"]
 
@@ -91,6 +97,12 @@ class SweepSpec:
                 except ConfigError as err:
                     raise SpecError(f"sweep point {dict(values)}: {err}") from None
                 out.append(SweepPoint(index=len(out), values=values, config=cfg))
+        seen: dict[str, SweepPoint] = {}
+        for p in out:
+            if p.point_id in seen:
+                raise SpecError(f"sweep points {seen[p.point_id].as_dict()} and {p.as_dict()} are "
+                                "the same config: list each setting once")
+            seen[p.point_id] = p
         return out
 
     def curves(self) -> list[list[SweepPoint]]:
@@ -129,14 +141,39 @@ def _axis_table(table: Any, where: str) -> tuple[tuple[str, tuple], ...]:
             raise SpecError(f"[{where}] {err}") from None
         if not isinstance(values, list) or not values:
             raise SpecError(f"[{where}] \"{key}\" must be a non-empty list of values")
+        if where == "sweep.grid":
+            _no_repeats(key, values, where)
         out.append((key, tuple(values)))
     return tuple(out)
 
 
+def _setting(key: str, value: Any):
+    """The value a config field takes for ``value`` (2 and 2.0 are one setting)."""
+    try:
+        return Config().with_overrides([f"{key}={_literal(value)}"]).get(key)
+    except (ConfigError, TypeError, ValueError):
+        return ("invalid", repr(value))   # reported with its range when the points are built
+
+
+def _no_repeats(key: str, values: list, where: str) -> None:
+    seen: dict = {}
+    for v in values:
+        s = _setting(key, v)
+        try:
+            hash(s)
+        except TypeError:
+            s = repr(s)
+        if s in seen:
+            raise SpecError(f"[{where}] \"{key}\" = {values!r} lists the setting {seen[s]!r} more "
+                            f"than once ({v!r}): each value once, or the same task runs twice")
+        seen[s] = v
+
+
 def spec_from_dict(data: Mapping[str, Any]) -> SweepSpec:
-    unknown = sorted(set(data) - {"sweep", "base"})
+    unknown = sorted(set(data) - {"sweep", "base", "figure"})
     if unknown:
-        raise SpecError(f"[{unknown[0]}]: unknown table; a spec has [sweep] and [base]")
+        raise SpecError(f"[{unknown[0]}]: unknown table; a spec has [sweep], [base] and "
+                        "(for figures/, ignored here) [figure]")
     sweep = dict(data.get("sweep", {}))
     allowed = {"name", "run", "seeds", "continuation", "grid", "zip", "stages",
                "bayes_bound"}
@@ -178,7 +215,13 @@ def spec_from_dict(data: Mapping[str, Any]) -> SweepSpec:
                      seeds=tuple(range(base.sim.seed, base.sim.seed + seeds)),
                      continuation=continuation, stages=tuple(stages),
                      bayes_bound=_flag(sweep.get("bayes_bound", False), "sweep.bayes_bound"))
-    spec.points()  # validate every point now
+    points = spec.points()  # validate every point now
+    bayes = sum(p.config.pretrain.estimator == "bayes" for p in points)
+    if spec.run == ("simulate",) and bayes:
+        raise SpecError(f'sweep.run = ["simulate"] but pretrain.estimator = "bayes" at {bayes} of '
+                        f"{len(points)} points: the Bayes-optimal estimator is theory-only "
+                        '(MODEL.md M7); add "theory" to sweep.run or choose another '
+                        "pretrain.estimator")
     return spec
 
 
@@ -189,4 +232,5 @@ def _flag(value, where: str) -> bool:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    return spec_from_dict(read_toml(path, "sweep spec", SpecError))
+    """The spec in the TOML file ``path`` (any unreadable file: :class:`SpecError` naming it)."""
+    return spec_from_dict(read_toml_file(path, "sweep spec", SpecError))

@@ -1,17 +1,21 @@
-"""The results store: one JSON file per finished task, written atomically.
+"""The results store: one JSON file per finished task, written atomically, checked when read.
 
 Layout under the store root (default ``results/<sweep name>/``)::
 
     spec.json                        the sweep spec as run (axes, seeds, base config)
     theory/<point_id>.json           one theory point
     simulate/<point_id>_s<seed>.json one simulation point and seed
+    <kind>/.<name>.claim             a task claimed by a running sweep (see :mod:`.claims`)
 
 A record holds the axis values, the resolved config and its digest, the seed, every metric of
 theory/schema.py (value and error), solver/optimiser diagnostics and the provenance (package
 versions, git commit, time). Files are written to a temporary name in the same directory and
-renamed (``os.replace`` is atomic on POSIX), so a killed writer leaves either the whole record
-or nothing, concurrent writers never see a partial file, and the existence of a record means the
-task is finished (that is how ``resume`` skips it).
+renamed (:func:`simulations.jsonio.write_atomic`), with the process umask, as strict JSON (NaN is
+written ``null``). A killed writer leaves either the whole record or nothing; a record that is
+nevertheless unreadable (a truncated copy, a disk error, a hand edit) is detected: it does not
+count as finished (:meth:`ResultStore.has` is False, so a resumed sweep redoes the task, with a
+warning naming the file) and loading skips it with a :class:`CorruptRecordWarning` naming the
+file, never a bare ``JSONDecodeError``.
 
 Loading gives a tidy table (:func:`load_table`, one row per record × metric) — chosen as the
 primary form because sweeps with zipped axes or unfinished points are ragged and the tidy form
@@ -22,29 +26,47 @@ keeps the provenance beside every number — and :func:`to_dataset` turns it int
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
-__all__ = ["ResultStore", "load_table", "to_dataset"]
+from simulations.jsonio import dumps, write_atomic
+
+__all__ = ["ResultStore", "load_table", "to_dataset", "CorruptRecordWarning", "check_record"]
+
+#: keys every record has (a file without them is not a record of this store)
+RECORD_KEYS = ("kind", "point", "point_id", "metrics")
 
 
-def _jsonable(x: Any):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if hasattr(x, "item") and getattr(x, "shape", None) == ():
-        return x.item()
-    return x
+class CorruptRecordWarning(UserWarning):
+    """A record file that cannot be read or is not a record (the message names the file)."""
+
+
+def check_record(path: Path) -> tuple[dict | None, str | None]:
+    """``(record, None)`` for a valid record file, ``(None, reason)`` otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"cannot be read ({err})"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        return None, f"is not valid JSON (truncated or corrupt: {err})"
+    if not isinstance(record, dict):
+        return None, "is not a JSON object"
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing:
+        return None, f"is not a record (missing {', '.join(missing)})"
+    if not isinstance(record["metrics"], dict) or not isinstance(record["point"], dict):
+        return None, "is not a record (metrics and point must be objects)"
+    return record, None
+
+
+def _warn(path: Path, reason: str, action: str) -> None:
+    warnings.warn(f"record {str(path)!r} {reason}: {action}", CorruptRecordWarning, stacklevel=3)
 
 
 class ResultStore:
@@ -58,42 +80,41 @@ class ResultStore:
         return self.root / kind / f"{name}.json"
 
     def has(self, kind: str, point_id: str, seed: int | None = None) -> bool:
-        return self.path(kind, point_id, seed).exists()
+        """True when the task's record exists and is a valid record; a file that is not (a
+        truncated write, a corrupt copy) is reported with a warning and counts as not done."""
+        target = self.path(kind, point_id, seed)
+        if not target.exists():
+            return False
+        _, reason = check_record(target)
+        if reason is not None:
+            _warn(target, reason, "the task will be redone")
+            return False
+        return True
 
     def write(self, kind: str, point_id: str, record: dict, seed: int | None = None) -> Path:
-        """Write one record atomically (temp file + fsync + rename)."""
-        target = self.path(kind, point_id, seed)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        """Write one record atomically (temp file + fsync + rename, mode from the umask)."""
         record = {**record, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(_jsonable(record), fh, indent=1, default=float)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_atomic(self.path(kind, point_id, seed), dumps(record, indent=1))
 
     def write_spec(self, spec_record: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        target = self.root / "spec.json"
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".spec.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(spec_record), fh, indent=1)
-        os.replace(tmp, target)
+        write_atomic(self.root / "spec.json", dumps(spec_record, indent=1))
 
     def records(self, kind: str | None = None) -> Iterable[dict]:
+        """Every valid record (of ``kind``, or theory then simulate); an invalid file is skipped
+        with a :class:`CorruptRecordWarning` naming it."""
         kinds = [kind] if kind else ["theory", "simulate"]
         for k in kinds:
             folder = self.root / k
             if not folder.is_dir():
                 continue
             for file in sorted(folder.glob("*.json")):
-                with open(file) as fh:
-                    yield json.load(fh)
+                if file.name.startswith("."):
+                    continue
+                record, reason = check_record(file)
+                if reason is not None:
+                    _warn(file, reason, "skipped")
+                    continue
+                yield record
 
 
 def _config_value(config: dict, dotted: str):
@@ -119,7 +140,7 @@ def load_table(root: str | Path):
         point = {key: rec["point"].get(key, _config_value(rec.get("config", {}), key))
                  for key in axes}
         base = {"source": source, "seed": seed, **point, "point_id": rec["point_id"],
-                "config_digest": rec["config_digest"],
+                "config_digest": rec.get("config_digest"),
                 "git_commit": rec.get("meta", {}).get("git_commit")}
         for metric, value in rec["metrics"].items():
             err = rec.get("errors", {}).get(metric)
