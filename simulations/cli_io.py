@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import tomllib
 import warnings
 from pathlib import Path
 from typing import Sequence
 
-from theory.config import Config, ConfigError
+from theory.config import Config, ConfigError, read_toml
 
 __all__ = ["OutputPathError", "read_toml_file", "load_cli_config", "check_output_file",
            "check_output_dir", "parse_numbers", "nonnegative_int", "config_fields_epilog",
@@ -35,29 +34,7 @@ class OutputPathError(ValueError):
     """An output path that cannot be written (names the flag and the path)."""
 
 
-def read_toml_file(path: str | Path, what: str, error: type[Exception]) -> dict:
-    """Parse the TOML file at ``path``; any failure raises ``error`` naming ``what`` and path."""
-    path = Path(path)
-    where = f"{what} {str(path)!r}"
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise error(f"{where} does not exist") from None
-    except IsADirectoryError:
-        raise error(f"{where} is a directory, not a file") from None
-    except PermissionError:
-        raise error(f"{where} cannot be read (permission denied)") from None
-    except OSError as err:
-        raise error(f"{where} cannot be read: {err.strerror or err}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise error(f"{where} is not UTF-8 text (byte {err.start}: {err.reason}); "
-                    "TOML files must be UTF-8") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise error(f"{where} is not valid TOML: {err}") from None
+read_toml_file = read_toml   # the one TOML reader (theory.config.read_toml): named path on any failure
 
 
 def load_cli_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:

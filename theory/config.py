@@ -480,14 +480,28 @@ def parse_assignment(text: str) -> tuple[tuple[str, str], Any]:
 
 
 def read_toml(path: str | Path, what: str, error: type[Exception]) -> dict:
-    """Parse a TOML file; a missing file or bad TOML raises ``error`` naming ``what`` and path."""
+    """Parse the TOML file at ``path``; any failure raises ``error`` naming ``what`` and path."""
     path = Path(path)
+    where = f"{what} {str(path)!r}"
     try:
-        return tomllib.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise error(f"{what} {str(path)!r} does not exist") from None
+        raise error(f"{where} does not exist") from None
+    except IsADirectoryError:
+        raise error(f"{where} is a directory, not a file") from None
+    except PermissionError:
+        raise error(f"{where} cannot be read (permission denied)") from None
+    except OSError as err:
+        raise error(f"{where} cannot be read: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise error(f"{where} is not UTF-8 text (byte {err.start}: {err.reason}); "
+                    "TOML files must be UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise error(f"{what} {str(path)!r} is not valid TOML: {err}") from None
+        raise error(f"{where} is not valid TOML: {err}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
