@@ -1,7 +1,7 @@
 """``hdlora``: the command line (simulate | theory | compare).
 
     hdlora simulate [CFG.toml] [--set section.field=value ...] [--seeds N] [--json] [--quick]
-    hdlora theory   [CFG.toml] [--set ...] [--json] [--quick] [--bayes]
+    hdlora theory   [CFG.toml] [--set ...] [--json] [--quick] [--bayes] [--stage S]
     hdlora compare  [CFG.toml] [--set ...] [--seeds N] [--json] [--quick] [--measured]
     hdlora optimize-pretraining [CFG.toml] [--set ...] [--over FIELD ...] [--recalibrate]
     hdlora mismatch-map [CFG.toml] [--set ...] [--x FIELD --x-values a,b] [--y FIELD --y-values ..]
@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="also write the JSON object to this file")
         if name in ("simulate", "compare"):
             p.add_argument("--seeds", type=int, help="number of seeds (sim.seeds)")
+        if name == "theory":
+            p.add_argument("--stage", choices=("pretrain", "finetune", "all"), default="all",
+                           help="pretrain: solve and report the pre-training only; finetune: "
+                                "the exit status follows the fine-tuning solve only; all "
+                                "(default): both")
         if name in ("theory", "compare"):
             p.add_argument("--bayes", action="store_true",
                            help="also solve the Bayes-optimal fine-tuning bound (T38-T40; "
@@ -353,11 +358,15 @@ def _run(args) -> int:
         text = _table_simulation(result)
     elif args.command == "theory":
         try:
-            result = predict(cfg, bayes_bound=args.bayes)
+            stages = ("pretrain",) if args.stage == "pretrain" else ("pretrain", "finetune")
+            result = predict(cfg, bayes_bound=args.bayes and args.stage != "pretrain",
+                             stages=stages)
         except NotImplementedError as err:
             print(f"hdlora: not available: {err}", file=sys.stderr)
             return EXIT_CONFIG
-        ok = converged(result)
+        ok = converged(result, blocks=None if args.stage == "all" else
+                       (("pretrain",) if args.stage == "pretrain"
+                        else ("finetune", "bayes_finetune")))
         text = _table_theory(result)
     else:  # compare
         from simulations.experiment import simulate

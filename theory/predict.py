@@ -181,7 +181,9 @@ def bayes_bound_key(cfg: Config) -> str:
                                                              "theory"))
 
 
-def converged(result: dict) -> bool:
-    """True when every solver block of a :func:`predict` result reports convergence."""
-    blocks = [v for k, v in result.get("solver", {}).items() if isinstance(v, dict)]
+def converged(result: dict, blocks: tuple[str, ...] | None = None) -> bool:
+    """True when every solver block of a :func:`predict` result (or those named in ``blocks``:
+    "pretrain", "finetune", "bayes_finetune") reports convergence."""
+    blocks = [v for k, v in result.get("solver", {}).items() if isinstance(v, dict)
+              and (blocks is None or k in blocks)]
     return all(b.get("converged", True) for b in blocks)
