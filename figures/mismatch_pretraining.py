@@ -60,7 +60,6 @@ def plot(table, spec, figure):
     axes[0].set_ylabel("fine-tuning test error (fresh sequences)")
     axes[1].set_ylabel("overlap o_w")
     axes[2].set_ylabel("effective noise")
-    axes[2].set_yscale("log")
     axes[0].legend(fontsize=8)
     axes[2].legend(fontsize=7)
     fig.suptitle(figure.get("title", spec.name))

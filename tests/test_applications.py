@@ -156,3 +156,15 @@ def test_mismatch_map_along_pretraining_lambda(monkeypatch):
         assert cost > 10 * reused["test_cost_err"][i] > 0            # a significant price
         assert reused["test_cost_rel"][i] == pytest.approx(cost / mm.test_error["reused"][i, 1])
     assert mm.to_dict()["y_field"] == "pretrain.lam"
+
+
+def test_fraction_modes_are_partial_reuse_configs():
+    """e = 0 is fresh sequences (reuse = false), e > 0 reused with reuse_fraction = e."""
+    from theory.applications.mismatch import fraction_modes
+
+    modes = fraction_modes([0, 0.5, 1.0])
+    assert list(modes) == ["e=0", "e=0.5", "e=1"]
+    cfgs = {k: load_config(None, list(v)) for k, v in modes.items()}
+    assert not cfgs["e=0"].finetune.reuse
+    assert cfgs["e=0.5"].finetune.reuse and cfgs["e=0.5"].finetune.reuse_fraction == 0.5
+    assert cfgs["e=1"].finetune.reuse and cfgs["e=1"].finetune.reuse_fraction == 1.0

@@ -36,7 +36,8 @@ import numpy as np
 from ..config import Config
 from ..predict import converged, predict, predict_pretraining, pretrain_key
 
-__all__ = ["MismatchMap", "mismatch_map", "strength", "Z_SIGNIFICANT", "DEFAULT_MODES"]
+__all__ = ["MismatchMap", "mismatch_map", "strength", "fraction_modes", "Z_SIGNIFICANT",
+           "DEFAULT_MODES"]
 
 Z_SIGNIFICANT = 2.0   # a difference counts when it exceeds this many combined MC errors
 DEFAULT_MODES = {"fresh": ("finetune.reuse=false",), "reused": ("finetune.reuse=true",)}
@@ -142,6 +143,14 @@ def mismatch_map(cfg: Config, x_field: str | None, x_values, y_field: str, y_val
         extra[name], extra[name + "_err"] = values[name], errors[name]
     return MismatchMap(x_field, y_field, x_values, y_values, test, overlap, disagree, best_y,
                        test_err, overlap_err, trusted, tuple(notes), extra, len(pretrain_states))
+
+
+def fraction_modes(fractions) -> dict:
+    """Modes for partial reuse: ``"e=<e>"`` -> the overrides of reuse fraction e (e = 0: fresh
+    sequences, ``reuse = false``; e > 0: ``reuse = true`` with ``reuse_fraction = e``)."""
+    return {f"e={e:g}": (("finetune.reuse=false",) if e == 0 else
+                         ("finetune.reuse=true", f"finetune.reuse_fraction={float(e)!r}"))
+            for e in fractions}
 
 
 def strength(y_values, test, test_err, overlap, overlap_err) -> dict:
