@@ -4,9 +4,10 @@ and the issue-14 map figure (linear and softmax, over (λ, α′) and (λ, α)).
     python -m figures.mismatch_maps MAP.json [MAP.json ...] --out figures/mismatch_maps.png
 
 One row per map: per mode (fresh, reused), the test error over (x, y) with, per column x, the
-test-optimal y (▼, white) and the overlap-optimal y (▲, black); cells the theory flags (RS
-doubtful, not converged) are hatched; last panel: the test error the overlap-optimal choice costs,
-relative to the optimum (%, ± MC error), against x, per mode. The JSON files are
+test-optimal y (▼, white) and the overlap-optimal y (▲, black), edged red where the split is
+significant (:func:`theory.applications.mismatch.strength`); cells the theory flags (RS doubtful,
+not converged) are hatched; last panel: the test error the overlap-optimal choice costs, relative
+to the optimum (%, solid, ± MC error), and the overlap it gains (dashed, right axis), against x. The JSON files are
 ``hdlora mismatch-map ... --json`` outputs.
 """
 
@@ -60,11 +61,17 @@ def draw_map(axes, result, title: str = "") -> None:
                                         for v in ys])
         ax.set(xlabel=mm.x_field or "", ylabel=mm.y_field, title=f"{title} {mode}".strip())
     ax = axes[len(modes)]
+    twin = ax.twinx()
     for mode, marker in zip(modes, "os^dv"):
         best = mm.best_y[mode]
         rel = 100 * np.asarray(best["test_cost_rel"], float)
         err = 100 * np.asarray(best["test_cost_rel_err"], float)
-        ax.errorbar(range(len(xs)), rel, yerr=err, fmt=marker + "-", capsize=3, label=mode)
+        bars = ax.errorbar(range(len(xs)), rel, yerr=err, fmt=marker + "-", capsize=3,
+                           label=f"{mode}: test cost")
+        twin.errorbar(range(len(xs)), best["overlap_gain"], yerr=best["overlap_gain_err"],
+                      fmt=marker + "--", mfc="none", capsize=2, color=bars[0].get_color(),
+                      alpha=0.7, label=f"{mode}: overlap gain")
+    twin.set_ylabel("overlap gain of the overlap-optimal y (dashed)")
     ax.set_xticks(range(len(xs)), xlabels)
     ax.set(xlabel=mm.x_field or "", ylabel="test-error cost of the overlap-optimal y (%)",
            title=f"{title} cost".strip())
@@ -84,11 +91,11 @@ def save_map(result, path: str, title: str = ""):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("maps", nargs="+", help="hdlora mismatch-map --json outputs")
-    ap.add_argument("--titles", help="comma-separated row titles")
+    ap.add_argument("--titles", help="row titles separated by ';'")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     maps = [json.loads(open(p).read()) for p in args.maps]
-    titles = args.titles.split(",") if args.titles else [""] * len(maps)
+    titles = args.titles.split(";") if args.titles else [""] * len(maps)
     n = max(len(m["test_error"]) for m in maps) + 1
     fig, axes = plt.subplots(len(maps), n, figsize=(4.6 * n, 3.6 * len(maps)), squeeze=False)
     for row, mm, title in zip(axes, maps, titles):
