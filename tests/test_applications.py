@@ -168,3 +168,29 @@ def test_fraction_modes_are_partial_reuse_configs():
     assert not cfgs["e=0"].finetune.reuse
     assert cfgs["e=0.5"].finetune.reuse and cfgs["e=0.5"].finetune.reuse_fraction == 0.5
     assert cfgs["e=1"].finetune.reuse and cfgs["e=1"].finetune.reuse_fraction == 1.0
+
+
+def test_mismatch_map_survives_a_failed_pretraining(monkeypatch):
+    """A pre-training solve that leaves its domain (softmax at λ = 0.001 did, with a small MC
+    size) leaves its cells NaN and untrusted with a note; it is tried once, the rest is solved."""
+    import theory.applications.mismatch as mm_mod
+    from theory.pretraining.priors import HatDomainError
+
+    calls = []
+    real = mm_mod.predict_pretraining
+
+    def flaky(cfg):
+        calls.append(cfg.pretrain.lam)
+        if cfg.pretrain.lam == 0.001:
+            raise HatDomainError("nuclear_prior: Vhat = -1 must be > 0")
+        return real(cfg)
+
+    monkeypatch.setattr(mm_mod, "predict_pretraining", flaky)
+    cfg = load_config(None, MISMATCH_LINEAR + ["finetune.alpha=3"])
+    mm = mismatch_map(cfg, None, [], "pretrain.lam", [0.001, 0.3])
+    assert sorted(calls) == [0.001, 0.3]
+    for mode in ("fresh", "reused"):
+        assert np.isnan(mm.test_error[mode][0, 0]) and np.isfinite(mm.test_error[mode][0, 1])
+        assert mm.best_y[mode]["y_test"] == [0.3]
+    assert not mm.trusted[0, 0]
+    assert sum("failed: HatDomainError" in n for n in mm.notes) == 2

@@ -101,19 +101,36 @@ def mismatch_map(cfg: Config, x_field: str | None, x_values, y_field: str, y_val
                 point = cfg.with_overrides(list(overrides) + axes)
                 # one pre-training solve per pre-training value, shared by fine-tuning values/modes
                 pre_key = pretrain_key(point)
+                where = ("" if x_field is None else f"{x_field}={_fmt(x)}, ") \
+                    + f"{y_field}={_fmt(y)}, {mode}"
                 if pre_key not in pretrain_states:
-                    pretrain_states[pre_key] = predict_pretraining(point)
-                result = predict(point, pre=pretrain_states[pre_key], bayes_bound=False)
+                    try:
+                        pretrain_states[pre_key] = predict_pretraining(point)
+                    except (ValueError, ArithmeticError) as err:   # solved once, failed once
+                        pretrain_states[pre_key] = err
+                try:
+                    pre = pretrain_states[pre_key]
+                    if isinstance(pre, Exception):
+                        raise pre
+                    result = predict(point, pre=pre, bayes_bound=False)
+                except (ValueError, ArithmeticError) as err:
+                    # a solver that left its domain: the cell stays NaN and untrusted, the map
+                    # goes on
+                    trusted[i, j] = False
+                    notes.append(f"{where}: failed: {type(err).__name__}: {err}")
+                    done += 1
+                    if progress is not None:
+                        progress(done, total, where + " (failed)")
+                    continue
                 for name, (block, key) in _METRICS.items():
                     entry = result[block] if key is None else (result[block] or {}).get(key)
                     if entry:
                         values[name][mode][i, j] = entry["value"]
                         errors[name][mode][i, j] = _err(entry["mc_err"])
-                flags = [f for f in result["flags"] if f.startswith("finetune")]
+                # fine-tuning flags, and the pre-training doubts (its fixed point feeds every cell)
+                flags = [f for f in result["flags"] if f.startswith("finetune") or _doubt(f)]
                 if not converged(result) or any(_doubt(f) for f in flags):
                     trusted[i, j] = False
-                where = ("" if x_field is None else f"{x_field}={_fmt(x)}, ") \
-                    + f"{y_field}={_fmt(y)}, {mode}"
                 notes += [f"{where}: {f}" for f in flags]
                 done += 1
                 if progress is not None:
