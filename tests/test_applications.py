@@ -194,3 +194,14 @@ def test_mismatch_map_survives_a_failed_pretraining(monkeypatch):
         assert mm.best_y[mode]["y_test"] == [0.3]
     assert not mm.trusted[0, 0]
     assert sum("failed: HatDomainError" in n for n in mm.notes) == 2
+
+
+def test_mismatch_map_help_names_the_pretraining_axes(capsys):
+    from simulations.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["mismatch-map", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for field in ("pretrain.lam", "pretrain.alpha", "pretrain.kappa", "finetune.recalibrate"):
+        assert field in text
+    assert "overlap gained" in text and "test error it costs" in text
