@@ -7,6 +7,6 @@
 """
 
 FIGURES = ("finetune_vs_alpha", "pretraining", "pretrain_effect", "active", "mismatch",
-           "optimal_pretraining")
+           "optimal_pretraining", "mismatch_pretraining")
 #: built by name only (not by ``hdlora figures`` without names, nor in CI's quick run)
 EXTRA_FIGURES = ("optimal_pretraining_recalibrated",)

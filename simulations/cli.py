@@ -95,7 +95,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="pre-training choices that are optimal downstream (theory)")
     mm = sub.add_parser("mismatch-map", epilog=epilog,
                         formatter_class=argparse.RawDescriptionHelpFormatter,
-                        help="where test error and overlap disagree, fresh vs reused (theory)")
+                        help="where test error and overlap disagree, fresh vs reused (theory)",
+                        description="Theory map over two config fields, fine-tuning "
+                        "(finetune.alpha, finetune.lam, finetune.recalibrate, "
+                        "finetune.reuse_fraction) or pre-training (pretrain.lam, pretrain.alpha, "
+                        "pretrain.kappa; solved once per pre-training value). Per x: the "
+                        "test-optimal and overlap-optimal y, the overlap gained by the latter and "
+                        "the test error it costs (absolute, relative), with MC errors.")
     for p in (opt, mm):
         p.add_argument("config", nargs="?", help="TOML config")
         p.add_argument("--set", dest="overrides", action="append", default=[],
@@ -107,9 +113,11 @@ def _parser() -> argparse.ArgumentParser:
                           "pretrain.estimator); repeatable; default pretrain.lam")
     opt.add_argument("--recalibrate", action="store_true",
                      help="use the oracle recalibration c = M/Q downstream")
-    mm.add_argument("--x", default="finetune.alpha")
+    mm.add_argument("--x", default="finetune.alpha",
+                    help="x field (fine-tuning or pre-training, e.g. pretrain.alpha)")
     mm.add_argument("--x-values", default="0.5,1,2,3,5")
-    mm.add_argument("--y", default="finetune.lam")
+    mm.add_argument("--y", default="finetune.lam",
+                    help="the field optimised per x (e.g. pretrain.lam, finetune.recalibrate)")
     mm.add_argument("--y-values", default="0.01,0.03,0.1,0.3,1")
     mm.add_argument("--figure", help="write the map as an image (png/pdf)")
     val = sub.add_parser("validate", help="theory vs simulation over sim.d with a finite-size "
@@ -246,25 +254,12 @@ def _mismatch(args, cfg) -> int:
 
         check_output_file(args.figure, "--figure",
                           suffixes=tuple(FigureCanvasAgg.get_supported_filetypes()))
-    result = mismatch_map(cfg, args.x, xs, args.y, ys)
+    result = mismatch_map(cfg, args.x, xs, args.y, ys, progress=lambda done, total, where: print(
+        f"[{done}/{total}] {where}", file=sys.stderr, flush=True))
     if args.figure:
-        import matplotlib
+        from figures.mismatch_maps import save_map
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-        for ax, (title, data) in zip(axes, [
-                ("test error: reused - fresh", result.test_error["reused"]
-                 - result.test_error["fresh"]),
-                ("overlap: reused - fresh", result.overlap["reused"] - result.overlap["fresh"]),
-                ("disagreement (1 = mismatch)", result.reuse_disagrees.astype(float))]):
-            im = ax.imshow(data.T, origin="lower", aspect="auto", cmap="coolwarm")
-            ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
-            ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
-            ax.set(xlabel=args.x, ylabel=args.y, title=title)
-            fig.colorbar(im, ax=ax)
-        fig.savefig(args.figure, bbox_inches="tight")
+        save_map(result, args.figure)
     if args.json:
         print(dumps(result.to_dict()))
         return 0
@@ -281,6 +276,11 @@ def _mismatch(args, cfg) -> int:
     for mode, best in result.best_y.items():
         print(f"{mode}: argmin test error over {args.y}: {best['test_error']}; "
               f"argmax overlap: {best['overlap']}; significant disagreement: {best['disagree']}")
+        for i, x in enumerate(xs):
+            print(f"  {args.x}={x:g}: overlap gain {best['overlap_gain'][i]:+.4g} ± "
+                  f"{best['overlap_gain_err'][i]:.1g}, test cost {best['test_cost'][i]:+.4g} ± "
+                  f"{best['test_cost_err'][i]:.1g} ({100 * best['test_cost_rel'][i]:+.1f} ± "
+                  f"{100 * best['test_cost_rel_err'][i]:.1f} %)")
     for note in result.notes:
         print(f"! {note}")
     return 0

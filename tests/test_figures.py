@@ -18,7 +18,8 @@ from figures import EXTRA_FIGURES, FIGURES
 from figures.common import caption, load_figure_spec, plt, save
 
 METRICS = ("pretrain.test_error", "pretrain.mse", "finetune.test_error", "finetune.overlap",
-           "bayes_finetune.test_error", "bayes_finetune.overlap", "delta_eff")
+           "bayes_finetune.test_error", "bayes_finetune.overlap", "delta_eff",
+           "delta_eff_train")
 
 
 def _synthetic_table(spec) -> pd.DataFrame:
@@ -55,6 +56,12 @@ def test_figure_draws_expected_curves(name, tmp_path):
     lines, bars = _curves(axes[0])
     if name == "mismatch":        # one fresh and one reused curve per alpha'
         n_hue = 2 * len({p.as_dict()["finetune.alpha"] for p in spec.points()})
+    if name == "mismatch_pretraining":   # fresh and reused; both optima marked in each mode;
+        n_hue = 2                        # mechanism: Delta_eff and both Delta_eff,train
+        optimum_marks = [ln for ln in axes[0].get_lines() if ln.get_marker() in ("v", "^")
+                         and len(ln.get_xdata())]
+        assert len(optimum_marks) == 4
+        assert len(_curves(axes[2])[0]) == 2 and len(axes[2].get_lines()) >= 3
     if name == "pretraining":     # one curve per estimator; Bayes has no simulation
         assert len(lines) >= n_hue
     else:
@@ -62,4 +69,38 @@ def test_figure_draws_expected_curves(name, tmp_path):
         assert len(bars) >= n_hue, f"{name}: {len(bars)} simulation series for {n_hue} curves"
     paths = save(fig, tmp_path / name, caption(spec, figure))
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+    plt.close("all")
+
+
+def test_mismatch_map_figure_marks_both_optima(tmp_path):
+    """The map drawing (hdlora mismatch-map --figure, figures/mismatch_maps.py) marks the
+    test-optimal (v) and overlap-optimal (^) y of every column in every mode, from a map object
+    or its JSON form."""
+    import json
+
+    from figures.mismatch_maps import draw_map, save_map
+    from theory.applications.mismatch import MismatchMap, strength
+
+    ys, xs = (0.001, 0.03, 0.3), (2.0, 3.0)
+    rng = np.random.default_rng(1)
+    test = {m: rng.uniform(0.2, 0.4, (2, 3)) for m in ("fresh", "reused")}
+    overlap = {m: rng.uniform(0.8, 1.0, (2, 3)) for m in ("fresh", "reused")}
+    err = {m: np.full((2, 3), 1e-3) for m in ("fresh", "reused")}
+    best = {}
+    for m in test:
+        rows = [strength(ys, test[m][i], err[m][i], overlap[m][i], err[m][i]) for i in range(2)]
+        best[m] = {k: [r[k] for r in rows] for k in rows[0]}
+    mm = MismatchMap("finetune.alpha", "pretrain.lam", xs, ys, test, overlap,
+                     np.zeros((2, 3), bool), best, err, err, np.ones((2, 3), bool))
+    fig, axes = plt.subplots(1, 3)
+    draw_map(axes, json.loads(json.dumps(mm.to_dict())))
+    for ax, m in zip(axes[:2], ("fresh", "reused")):
+        marks = {ln.get_marker(): [] for ln in ax.get_lines()}
+        for ln in ax.get_lines():
+            marks[ln.get_marker()].append((ln.get_xdata()[0], ln.get_ydata()[0]))
+        assert sorted(marks["v"]) == [(i, ys.index(best[m]["y_test"][i])) for i in range(2)]
+        assert sorted(marks["^"]) == [(i, ys.index(best[m]["y_overlap"][i])) for i in range(2)]
+    assert len(axes[2].containers) == 2
+    save_map(mm, tmp_path / "map.png")
+    assert (tmp_path / "map.png").stat().st_size > 0
     plt.close("all")

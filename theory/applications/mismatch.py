@@ -1,119 +1,217 @@
 """The error-vs-alignment mismatch map (THEORY.md §6, "Mismatch regime").
 
-For a grid of two config fields (typically ``finetune.alpha`` × ``finetune.lam``) the theory is
-solved with fresh (``finetune.reuse = false``) and reused (``true``) fine-tuning sequences.
-A point is marked where test error and overlap disagree:
+For a grid of two config fields — fine-tuning fields (``finetune.alpha``, ``finetune.lam``,
+``finetune.recalibrate``, ``finetune.reuse_fraction``) or pre-training ones (``pretrain.lam``,
+``pretrain.alpha``, ``pretrain.kappa``, ...) — the theory is solved in each *mode* (by default
+fresh, ``finetune.reuse = false``, and reused, ``true``; any set of overrides can be a mode).
+The pre-training theory is solved once per pre-training value (:func:`theory.predict.pretrain_key`)
+and shared by every fine-tuning value and every mode at that value.
 
-* ``reuse_disagrees``: reuse improves one of (test error, overlap) and worsens the other,
-  i.e. sign(Δtest) = sign(Δoverlap) with Δ = reused − fresh (lower error is better, higher
-  overlap is better);
-* along the y axis, for each x and each mode, ``argmin_y test_error`` and
-  ``argmax_y overlap`` are reported; they disagree when they differ.
+Two marks, both required to exceed ``Z_SIGNIFICANT`` times their Monte Carlo error (errors of
+independent solves added in quadrature), so MC noise between nearly equal points is never
+reported as a disagreement:
 
-Both marks require the differences to exceed ``Z_SIGNIFICANT`` times their Monte Carlo error
-(errors of independent solves added in quadrature), so MC noise between two nearly equal
-points is never reported as a disagreement; ``trusted`` marks the cells where neither mode's
-solve flags itself as doubtful (not converged, RS doubtful): a mark on an untrusted cell is a
-statement about the RS fixed point only.
+* ``reuse_disagrees`` (when the modes are "fresh" and "reused"): reuse improves one of
+  (test error, overlap) and worsens the other, i.e. sign(Δtest) = sign(Δoverlap) with
+  Δ = reused − fresh (lower error is better, higher overlap is better);
+* along the y axis, for each x and each mode, the test-optimal ``y_te = argmin_y test_error`` and
+  the overlap-optimal ``y_ov = argmax_y overlap`` (``best_y``). Their disagreement is measured by
+  :func:`strength`: the overlap gained by choosing y_ov instead of y_te,
+  ``overlap_gain = o(y_ov) − o(y_te) ≥ 0``, and the test error it costs,
+  ``test_cost = E(y_ov) − E(y_te) ≥ 0`` (absolute) and ``test_cost / E(y_te)`` (relative), each
+  with its MC error; ``disagree`` when y_ov ≠ y_te and both exceed ``Z_SIGNIFICANT`` errors.
+
+``trusted`` marks the cells where no mode's solve flags itself as doubtful (not converged, RS
+doubtful): a mark on an untrusted cell is a statement about the RS fixed point only.
+``x_field = None`` gives a one-dimensional scan along y (one column, no x override).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..config import Config
 from ..predict import converged, predict, predict_pretraining, pretrain_key
 
-__all__ = ["MismatchMap", "mismatch_map", "Z_SIGNIFICANT"]
+__all__ = ["MismatchMap", "mismatch_map", "strength", "fraction_modes", "Z_SIGNIFICANT",
+           "DEFAULT_MODES"]
 
 Z_SIGNIFICANT = 2.0   # a difference counts when it exceeds this many combined MC errors
+DEFAULT_MODES = {"fresh": ("finetune.reuse=false",), "reused": ("finetune.reuse=true",)}
+#: metrics kept per cell (name in the map -> predict() entry)
+_METRICS = {"test_error": ("finetune", "test_error"), "overlap": ("finetune", "overlap"),
+            "delta_eff": ("delta_eff", None), "delta_eff_train": ("delta_eff_train", None)}
 
 
 @dataclass(frozen=True)
 class MismatchMap:
-    x_field: str
+    x_field: str | None
     y_field: str
     x_values: tuple
     y_values: tuple
-    test_error: dict       # mode -> (nx, ny) array, mode in {"fresh", "reused"}
+    test_error: dict       # mode -> (nx, ny) array
     overlap: dict
-    reuse_disagrees: np.ndarray   # (nx, ny) bool, significant beyond MC error
-    best_y: dict           # mode -> {"test_error": [y per x], "overlap": [y per x],
-                           #          "disagree": [bool per x, significant beyond MC error]}
+    reuse_disagrees: np.ndarray   # (nx, ny) bool, significant beyond MC error (fresh vs reused)
+    best_y: dict           # mode -> {"test_error": [y_te per x], "overlap": [y_ov per x],
+                           #          "disagree": [bool per x], + the strength() keys per x}
     test_error_err: dict = None   # mode -> (nx, ny) MC errors
     overlap_err: dict = None
-    trusted: np.ndarray = None    # (nx, ny) bool: no doubt flag in either mode
+    trusted: np.ndarray = None    # (nx, ny) bool: no doubt flag in any mode
     notes: tuple = ()
+    extra: dict = field(default_factory=dict)   # "delta_eff"/"delta_eff_train"[_err] -> mode -> array
+    pretrain_solves: int = 0      # number of pre-training theory solves the map needed
 
     def to_dict(self) -> dict:
+        arrays = lambda d: {k: v.tolist() for k, v in d.items()}  # noqa: E731
         return {"x_field": self.x_field, "y_field": self.y_field,
                 "x_values": list(self.x_values), "y_values": list(self.y_values),
-                "test_error": {k: v.tolist() for k, v in self.test_error.items()},
-                "overlap": {k: v.tolist() for k, v in self.overlap.items()},
-                "test_error_err": {k: v.tolist() for k, v in self.test_error_err.items()},
-                "overlap_err": {k: v.tolist() for k, v in self.overlap_err.items()},
+                "test_error": arrays(self.test_error), "overlap": arrays(self.overlap),
+                "test_error_err": arrays(self.test_error_err),
+                "overlap_err": arrays(self.overlap_err),
                 "reuse_disagrees": self.reuse_disagrees.tolist(), "best_y": self.best_y,
-                "trusted": self.trusted.tolist(), "notes": list(self.notes)}
+                "trusted": self.trusted.tolist(), "notes": list(self.notes),
+                "extra": {k: arrays(v) for k, v in self.extra.items()},
+                "pretrain_solves": self.pretrain_solves}
 
 
-def mismatch_map(cfg: Config, x_field: str, x_values, y_field: str, y_values) -> MismatchMap:
-    """Solve the theory on the grid for both modes and mark the disagreements."""
-    x_values, y_values = tuple(float(v) for v in x_values), tuple(float(v) for v in y_values)
+def mismatch_map(cfg: Config, x_field: str | None, x_values, y_field: str, y_values, *,
+                 modes: dict | None = None, progress=None) -> MismatchMap:
+    """Solve the theory on the grid in every mode and measure where the optima disagree.
+
+    ``modes``: name -> overrides (default :data:`DEFAULT_MODES`); ``progress``: optional callable
+    ``progress(done, total, text)`` called after each solve."""
+    modes = dict(DEFAULT_MODES if modes is None else modes)
+    x_values = (None,) if x_field is None else tuple(_value(v) for v in x_values)
+    y_values = tuple(_value(v) for v in y_values)
     shape = (len(x_values), len(y_values))
-    modes = ("fresh", "reused")
-    test, test_err, overlap, overlap_err = ({m: np.full(shape, np.nan) for m in modes}
-                                            for _ in range(4))
+    values = {name: {m: np.full(shape, np.nan) for m in modes} for name in _METRICS}
+    errors = {name: {m: np.full(shape, np.nan) for m in modes} for name in _METRICS}
     trusted = np.ones(shape, bool)
     notes = []
     pretrain_states: dict = {}
+    total, done = shape[0] * shape[1] * len(modes), 0
     for i, x in enumerate(x_values):
         for j, y in enumerate(y_values):
-            for mode, reuse in (("fresh", "false"), ("reused", "true")):
-                point = cfg.with_overrides([f"{x_field}={x!r}", f"{y_field}={y!r}",
-                                            f"finetune.reuse={reuse}"])
-                # x and y are usually fine-tuning fields: one pre-training solve serves the grid
+            for mode, overrides in modes.items():
+                axes = ([] if x_field is None else [f"{x_field}={_literal(x)}"]) \
+                    + [f"{y_field}={_literal(y)}"]
+                point = cfg.with_overrides(list(overrides) + axes)
+                # one pre-training solve per pre-training value, shared by fine-tuning values/modes
                 pre_key = pretrain_key(point)
+                where = ("" if x_field is None else f"{x_field}={_fmt(x)}, ") \
+                    + f"{y_field}={_fmt(y)}, {mode}"
                 if pre_key not in pretrain_states:
-                    pretrain_states[pre_key] = predict_pretraining(point)
-                result = predict(point, pre=pretrain_states[pre_key], bayes_bound=False)
-                for store, err, key in ((test, test_err, "test_error"),
-                                        (overlap, overlap_err, "overlap")):
-                    entry = result["finetune"][key]
-                    store[mode][i, j] = entry["value"]
-                    err[mode][i, j] = _err(entry["mc_err"])
-                flags = [f for f in result["flags"] if f.startswith("finetune")]
+                    try:
+                        pretrain_states[pre_key] = predict_pretraining(point)
+                    except (ValueError, ArithmeticError) as err:   # solved once, failed once
+                        pretrain_states[pre_key] = err
+                try:
+                    pre = pretrain_states[pre_key]
+                    if isinstance(pre, Exception):
+                        raise pre
+                    result = predict(point, pre=pre, bayes_bound=False)
+                except (ValueError, ArithmeticError) as err:
+                    # a solver that left its domain: the cell stays NaN and untrusted, the map
+                    # goes on
+                    trusted[i, j] = False
+                    notes.append(f"{where}: failed: {type(err).__name__}: {err}")
+                    done += 1
+                    if progress is not None:
+                        progress(done, total, where + " (failed)")
+                    continue
+                for name, (block, key) in _METRICS.items():
+                    entry = result[block] if key is None else (result[block] or {}).get(key)
+                    if entry:
+                        values[name][mode][i, j] = entry["value"]
+                        errors[name][mode][i, j] = _err(entry["mc_err"])
+                # fine-tuning flags, and the pre-training doubts (its fixed point feeds every cell)
+                flags = [f for f in result["flags"] if f.startswith("finetune") or _doubt(f)]
                 if not converged(result) or any(_doubt(f) for f in flags):
                     trusted[i, j] = False
-                notes += [f"{x_field}={x:g}, {y_field}={y:g}, {mode}: {f}" for f in flags]
-    d_test = test["reused"] - test["fresh"]
-    d_overlap = overlap["reused"] - overlap["fresh"]
-    sig_test = np.abs(d_test) > Z_SIGNIFICANT * np.hypot(test_err["reused"], test_err["fresh"])
-    sig_overlap = np.abs(d_overlap) > Z_SIGNIFICANT * np.hypot(overlap_err["reused"],
-                                                               overlap_err["fresh"])
-    disagree = (np.sign(d_test) == np.sign(d_overlap)) & sig_test & sig_overlap
+                notes += [f"{where}: {f}" for f in flags]
+                done += 1
+                if progress is not None:
+                    progress(done, total, where)
+    test, overlap = values["test_error"], values["overlap"]
+    test_err, overlap_err = errors["test_error"], errors["overlap"]
+    if {"fresh", "reused"} <= set(modes):
+        d_test = test["reused"] - test["fresh"]
+        d_overlap = overlap["reused"] - overlap["fresh"]
+        sig_test = np.abs(d_test) > Z_SIGNIFICANT * np.hypot(test_err["reused"],
+                                                             test_err["fresh"])
+        sig_overlap = np.abs(d_overlap) > Z_SIGNIFICANT * np.hypot(overlap_err["reused"],
+                                                                   overlap_err["fresh"])
+        disagree = (np.sign(d_test) == np.sign(d_overlap)) & sig_test & sig_overlap
+    else:
+        disagree = np.zeros(shape, bool)
     best_y = {}
     for mode in modes:
-        rows = []
-        for i in range(shape[0]):
-            te, ov = test[mode][i], overlap[mode][i]
-            if not (np.isfinite(te).any() and np.isfinite(ov).any()):
-                rows.append((math.nan, math.nan, False))
-                continue
-            jt, jo = int(np.nanargmin(te)), int(np.nanargmax(ov))
-            # significant: the overlap-optimal y costs test error, and the error-optimal y costs
-            # overlap, each beyond Z_SIGNIFICANT combined MC errors
-            cost_test = te[jo] - te[jt] > Z_SIGNIFICANT * math.hypot(test_err[mode][i, jo],
-                                                                    test_err[mode][i, jt])
-            cost_overlap = ov[jo] - ov[jt] > Z_SIGNIFICANT * math.hypot(overlap_err[mode][i, jo],
-                                                                       overlap_err[mode][i, jt])
-            rows.append((y_values[jt], y_values[jo], bool(jt != jo and cost_test and cost_overlap)))
-        best_y[mode] = {"test_error": [r[0] for r in rows], "overlap": [r[1] for r in rows],
-                        "disagree": [r[2] for r in rows]}
+        rows = [strength(y_values, test[mode][i], test_err[mode][i], overlap[mode][i],
+                         overlap_err[mode][i]) for i in range(shape[0])]
+        best_y[mode] = {key: [r[key] for r in rows] for key in rows[0]}
+        # the names the map used before the strength measure
+        best_y[mode]["test_error"] = best_y[mode]["y_test"]
+        best_y[mode]["overlap"] = best_y[mode]["y_overlap"]
+    extra = {}
+    for name in ("delta_eff", "delta_eff_train"):
+        extra[name], extra[name + "_err"] = values[name], errors[name]
     return MismatchMap(x_field, y_field, x_values, y_values, test, overlap, disagree, best_y,
-                       test_err, overlap_err, trusted, tuple(notes))
+                       test_err, overlap_err, trusted, tuple(notes), extra, len(pretrain_states))
+
+
+def fraction_modes(fractions) -> dict:
+    """Modes for partial reuse: ``"e=<e>"`` -> the overrides of reuse fraction e (e = 0: fresh
+    sequences, ``reuse = false``; e > 0: ``reuse = true`` with ``reuse_fraction = e``)."""
+    return {f"e={e:g}": (("finetune.reuse=false",) if e == 0 else
+                         ("finetune.reuse=true", f"finetune.reuse_fraction={float(e)!r}"))
+            for e in fractions}
+
+
+def strength(y_values, test, test_err, overlap, overlap_err) -> dict:
+    """The mismatch strength along one scan: test-optimal ``y_test``, overlap-optimal
+    ``y_overlap``, ``overlap_gain = o(y_ov) − o(y_te)``, ``test_cost = E(y_ov) − E(y_te)`` and
+    ``test_cost_rel = test_cost / E(y_te)``, each with its MC error (``*_err``; independent solves,
+    quadrature; the ratio's by first-order propagation), and ``disagree``: y_ov ≠ y_te with both
+    the gain and the cost beyond :data:`Z_SIGNIFICANT` errors. NaN where the scan has no value."""
+    te, ov = np.asarray(test, float), np.asarray(overlap, float)
+    te_e, ov_e = np.nan_to_num(np.asarray(test_err, float)), np.nan_to_num(
+        np.asarray(overlap_err, float))
+    nan = math.nan
+    if not (np.isfinite(te).any() and np.isfinite(ov).any()):
+        return {"y_test": nan, "y_overlap": nan, "overlap_gain": nan, "overlap_gain_err": nan,
+                "test_cost": nan, "test_cost_err": nan, "test_cost_rel": nan,
+                "test_cost_rel_err": nan, "disagree": False}
+    jt, jo = int(np.nanargmin(te)), int(np.nanargmax(ov))
+    gain, gain_err = ov[jo] - ov[jt], math.hypot(ov_e[jo], ov_e[jt])
+    cost, cost_err = te[jo] - te[jt], math.hypot(te_e[jo], te_e[jt])
+    # rel = E(y_ov)/E(y_te) - 1, the two solves independent
+    rel = cost / te[jt]
+    rel_err = (te[jo] / te[jt]) * math.hypot(te_e[jo] / te[jo], te_e[jt] / te[jt])
+    significant = (jt != jo and cost > Z_SIGNIFICANT * cost_err
+                   and gain > Z_SIGNIFICANT * gain_err)
+    return {"y_test": y_values[jt], "y_overlap": y_values[jo], "overlap_gain": float(gain),
+            "overlap_gain_err": float(gain_err), "test_cost": float(cost),
+            "test_cost_err": float(cost_err), "test_cost_rel": float(rel),
+            "test_cost_rel_err": float(rel_err), "disagree": bool(significant)}
+
+
+def _value(v):
+    """A grid value: a number where it parses as one, else the string (e.g. "optimal")."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _literal(v) -> str:
+    return repr(v) if isinstance(v, float) else f'"{v}"'
 
 
 def _doubt(flag: str) -> bool:
@@ -123,5 +221,6 @@ def _doubt(flag: str) -> bool:
 
 
 def _err(value) -> float:
-    """An MC error as a number (0 where the solver reports none)."""
-    return float(value) if value is not None and math.isfinite(float(value)) else 0.0
+    """An MC error as a number; NaN where it is unknown (a single MC repeat): a difference with
+    an unknown error is never called significant (NaN comparisons are False)."""
+    return float(value) if value is not None and math.isfinite(float(value)) else math.nan
