@@ -527,3 +527,26 @@ def test_corrupt_record_warning_is_one_plain_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.startswith("figures.table: warning: record ") and "q.json" in proc.stderr
     _no_traceback(proc.stderr)
+
+
+def test_delta_eff_error_propagates_the_pretraining_mc_errors():
+    # Δ_eff = Δ'/2 + Q0 − 2cM + c²Q (T25) at c = 1: σ = √((2σ_M)² + σ_Q²) (covariance ignored,
+    # conservative); single-repeat zeros are unknown, so the propagated error is unknown too
+    import math
+    import types
+
+    from theory.config import Config
+    from theory.finetuning import noise
+    from theory.predict import _frozen_entry
+    from theory.states import PretrainState
+
+    cfg, fin = Config(), types.SimpleNamespace(mc_err={})
+    pre = PretrainState(Q=2.0, M=1.5, Q0=2.0, V=1.0, mc_err={"Q": 0.01, "M": 0.02, "Q0": 0.0},
+                        solver={"mc_repeats": 3})
+    got = _frozen_entry(noise.delta_eff(cfg, pre, 1.0), cfg, pre, fin, "delta_eff")
+    assert got["mc_err"] == pytest.approx(math.hypot(2 * 0.02, 0.01), rel=1e-6)
+    one = PretrainState(Q=2.0, M=1.5, Q0=2.0, V=1.0, mc_err={"Q": 0.0, "M": 0.0, "Q0": 0.0},
+                        solver={"mc_repeats": 1})
+    assert _frozen_entry(1.0, cfg, one, fin, "delta_eff")["mc_err"] is None
+    exact = PretrainState(Q=2.0, M=1.5, Q0=2.0, V=1.0, mc_err={"Q": 0.0, "M": 0.0, "Q0": 0.0})
+    assert _frozen_entry(1.0, cfg, exact, fin, "delta_eff")["mc_err"] == 0.0

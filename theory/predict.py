@@ -65,16 +65,55 @@ _FROZEN = ("baseline_error",)
 
 
 def _frozen_entry(value, cfg: Config, pre: PretrainState, fin: FinetuneState, key: str) -> dict:
-    """Δ_eff / Δ_eff,train / baseline_error: closed forms in the pre-training (Q, M, Q0) and c
-    (T25, T27) unless the solver sampled them. A positive error reported by the solver is kept;
-    otherwise (missing or 0) the error is 0 only when those inputs are exact (closed-form
-    pre-training, c not learned from the MC objective), else unknown (None)."""
+    """Δ_eff / Δ_eff,train / baseline_error: closed forms in the pre-training (Q, M, Q0, V) and c
+    (T25, T27, T35) unless the solver sampled them. Their MC error is the solver's own (where it
+    sampled them, e.g. the T34 residual) combined in quadrature with the pre-training MC errors
+    propagated linearly through the closed form (:func:`_propagated`); 0 only when every input is
+    exact, None (unknown) when an input's error is unknown."""
     reported = _float(fin.mc_err.get(key))
-    if reported is not None and math.isfinite(reported) and reported > 0:
-        return {"value": _float(value), "mc_err": reported}
-    inputs_exact = all(_float(pre.mc_err.get(k)) == 0.0 for k in ("Q", "M", "Q0"))
-    exact = inputs_exact and cfg.finetune.recalibrate != "learned"
-    return {"value": _float(value), "mc_err": 0.0 if exact else None}
+    own = reported if reported is not None and math.isfinite(reported) and reported > 0 else 0.0
+    prop = _propagated(cfg, pre, fin, key)
+    if prop is None:
+        single = _single_repeat(pre)
+        inputs_exact = all(_error(pre.mc_err, k, single) == 0.0 for k in ("Q", "M", "Q0"))
+        exact = inputs_exact and cfg.finetune.recalibrate != "learned"
+        err = own if own > 0 else (0.0 if exact else None)
+        return {"value": _float(value), "mc_err": err}
+    return {"value": _float(value), "mc_err": math.hypot(own, prop)}
+
+
+def _propagated(cfg: Config, pre: PretrainState, fin: FinetuneState, key: str):
+    """Linear propagation of the pre-training MC errors of (Q, M, Q0, V) through Δ_eff (T25) or
+    the closed-form Δ_eff,train (T35, T37): √Σ_k (∂f/∂k σ_k)², central differences. The Q–M
+    covariance is ignored: Q and M errors are positively correlated and enter Δ_eff with
+    opposite signs (−2cM + c²Q), so this over-estimates the error (conservative). None when f has
+    no closed form here (sampled T34 residual, learned c, baseline) or an input error is unknown."""
+    from .finetuning import noise
+
+    if key not in ("delta_eff", "delta_eff_train") or cfg.finetune.recalibrate == "learned":
+        return None
+    fn = noise.delta_eff if key == "delta_eff" else noise.delta_eff_train
+
+    def f(state):
+        return fn(cfg, state, noise.resolve_c(cfg, state))
+
+    total = 0.0
+    try:
+        for name in ("Q", "M", "Q0", "V"):
+            if name not in pre.mc_err:
+                continue
+            err = _error(pre.mc_err, name, _single_repeat(pre))
+            if err is None:
+                return None
+            if err == 0.0:
+                continue
+            x = float(getattr(pre, name))
+            h = 1e-6 * max(1.0, abs(x))
+            hi, lo = replace(pre, **{name: x + h}), replace(pre, **{name: x - h})
+            total += ((f(hi) - f(lo)) / (2 * h) * err) ** 2
+    except (NotImplementedError, ValueError):
+        return None
+    return math.sqrt(total)
 
 
 def _float(x):
