@@ -69,9 +69,9 @@ def table(path: str) -> str:
     lines = [f"d = {blob['d']}, seeds 0..{blob['seeds'] - 1}; mean ± sem over seeds; "
              "Δ = trained − equivalent, paired by seed (mean ± sem of the per-seed differences), "
              "z = Δ/sem(Δ).", ""]
-    for metric in ("finetune.test_error", "finetune.overlap"):
+    for metric in ("finetune.test_error", "finetune.overlap", "delta_eff", "delta_eff_train"):
         lines += [f"**{metric}**", "",
-                  "| point | Q, M (trained) | Q, M (theory) | trained | eq-theory | eq-matched "
+                  "| point | Q, M (trained, mean) | Q, M (eq-theory, seed 0) | trained | eq-theory | eq-matched "
                   "| Δ vs eq-theory (z) | Δ vs eq-matched (z) |", "|---|---|---|---|---|---|---|---|"]
         for name in dict.fromkeys(r["point"] for r in rows):
             by = {k: sorted((r for r in rows if r["point"] == name and r["backbone"] == k),
