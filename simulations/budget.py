@@ -16,6 +16,7 @@ data, its optimiser state and autodiff residuals, with a safety factor), not a p
 * fine-tuning: the sequences it scores (the pool under selection) with X Ŝ and X W0 (3·n·T·d),
   the d×d backbone, the spectral-start Hessian and the equivalent draw (4·d²), W0 (d·P0), plus
   the kept pre-training data under reuse;
+* equivalent backbone: S0*, the GOE draw and Ŝ (3·d²);
 * test: one batch (:func:`simulations.metrics.test_batch_size`, bounded to a few hundred MB).
 
 Time: pre-training costs O(n·T·d·P) = O(αd⁴) per objective evaluation; :data:`SECONDS_PER_FLOP`
@@ -86,7 +87,9 @@ def estimate(cfg: Config) -> dict:
         fine += n * T * (d + 2 * T)
     batch = metrics.test_batch_size(cfg.sim.d, cfg.model.T, cfg.teacher_rank)
     test = batch * T * (3 * d + P0 + 40 * T) * 4 + 2 * d * d + d * P0
-    out = {"pretrain_bytes": 8 * _SAFETY * pre if trained else 0.0,
+    if not trained:                       # the equivalent draw: S0*, the GOE matrix and Ŝ
+        pre = 3 * d * d + d * P0
+    out = {"pretrain_bytes": 8 * _SAFETY * pre,
            "finetune_bytes": 8 * _SAFETY * fine, "test_bytes": 8 * _SAFETY * test,
            "pretrain_seconds": SECONDS_PER_FLOP * flops if trained else 0.0}
     out["peak_bytes"] = max(out["pretrain_bytes"], out["finetune_bytes"], out["test_bytes"])
@@ -114,6 +117,11 @@ def check(cfg: Config, stages=("pretrain", "finetune")) -> dict:
     limit = memory_limit()
     d = cfg.sim.d
     trained = cfg.sim.backbone == "trained"
+    if "pretrain" in stages and not trained and est["pretrain_bytes"] > limit:
+        raise SimulationTooLarge(
+            f"sim.d = {d}: drawing the equivalent backbone (three d x d matrices) needs about "
+            f"{_fmt_bytes(est['pretrain_bytes'])} but this machine allows {_fmt_bytes(limit)} "
+            "($HDLORA_SIM_MEMORY_GB); use a smaller sim.d (memory grows as d^2)")
     if "pretrain" in stages and est["pretrain_bytes"] > limit:
         alt = estimate(cfg.replace(sim={"backbone": "equivalent"}) if not cfg.finetune.reuse
                        else cfg)["finetune_bytes"]

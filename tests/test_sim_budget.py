@@ -8,7 +8,7 @@ import pytest
 import simulations  # noqa: F401
 from simulations import budget, metrics
 from simulations.cli import main
-from simulations.experiment import SimulationTooLarge, simulate
+from simulations.experiment import SimulationTooLarge, pretrain_backbone, simulate
 from theory.config import Config
 
 
@@ -18,8 +18,10 @@ def test_refuses_huge_dimensions():
         with pytest.raises(SimulationTooLarge, match="sim.d = "):
             simulate(cfg)
         eq = cfg.replace(sim={"backbone": "equivalent", "backbone_Q": 1.0, "backbone_M": 0.8})
-        with pytest.raises(SimulationTooLarge, match="fine-tuning needs about"):
+        with pytest.raises(SimulationTooLarge, match="equivalent backbone .* needs about"):
             simulate(eq)
+        with pytest.raises(SimulationTooLarge, match="sim.d = "):
+            pretrain_backbone(eq, 0)
 
 
 def test_trained_d2000_refused_with_alternative(monkeypatch):
