@@ -8,12 +8,20 @@ fine-tuning with restarts, automatic-size test evaluation) after compilation, an
 value-and-gradient (factorized, softmax, values output) against the f64 matmul peak of this machine
 measured with a jax matmul. FLOPs are counted analytically (4·n·T·d·P for the two d×P products of
 the forward and backward pass, plus the T×T score terms) and by XLA's cost analysis.
+
+    python benchmarks/bench_simulate.py --lam-sweep            # issue 13: 10-point λ′ sweep
+    python benchmarks/bench_simulate.py --large 1600 --attention softmax   # issue 15
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import time
+
+import numpy as np
 
 import jax
 import jax.numpy as jnp
@@ -91,11 +99,63 @@ def pipeline_times(cfg: Config, seeds: int) -> dict:
             "steps": steps}
 
 
+def lam_sweep(d: int = 30, points: int = 10) -> dict:
+    """Issue 13: wall time of a ``points``-point λ′ simulation sweep on one shared backbone, in
+    this (fresh) process, compilation included (run with HDLORA_JAX_CACHE=off semantics: the
+    library never turns the persistent cache on). Uses only the public API, so the same
+    function times older commits (PYTHONPATH=<old tree>)."""
+    cfg = Config().replace(sim={"d": d, "restarts": 4}, pretrain={"alpha": 0.2})
+    lams = list(np.geomspace(0.01, 1.0, points))
+    t0 = time.perf_counter()
+    bb = pretrain_backbone(cfg, 0)
+    t1 = time.perf_counter()
+    per_point = []
+    for lam in lams:
+        s = time.perf_counter()
+        finetune_on(cfg.replace(finetune={"lam": float(lam)}), bb)
+        per_point.append(time.perf_counter() - s)
+    return {"d": d, "pretrain_s": t1 - t0, "sweep_s": sum(per_point), "per_point_s": per_point,
+            "load": os.getloadavg()}
+
+
+def large_finetune(d: int, attention: str, alpha1: float = 1.0) -> dict:
+    """Issue 15: one seed of fine-tuning with the equivalent backbone at dimension ``d``: wall
+    time of each stage (theory (Q, M), backbone draw, fine-tuning + test, compilation included)
+    and the process's peak resident memory."""
+    cfg = Config().replace(sim={"d": d, "backbone": "equivalent", "seeds": 1},
+                           model={"attention": attention}, finetune={"alpha": alpha1})
+    from simulations.backbone import equivalent_targets
+
+    t0 = time.perf_counter()
+    equivalent_targets(cfg)
+    t1 = time.perf_counter()
+    bb = pretrain_backbone(cfg, 0)
+    jax.block_until_ready(bb["arrays"]["S_hat"])
+    t2 = time.perf_counter()
+    rec = finetune_on(cfg, bb)
+    t3 = time.perf_counter()
+    return {"d": d, "attention": attention, "alpha1": alpha1, "theory_s": t1 - t0,
+            "backbone_s": t2 - t1, "finetune_test_s": t3 - t2,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            "n_test": rec["diagnostics"]["n_test"], "test_error": rec["finetune.test_error"],
+            "overlap": rec["finetune.overlap"], "converged": rec["diagnostics"]["finetune"]["converged"],
+            "load": os.getloadavg()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[150, 300])
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--lam-sweep", action="store_true", help="time a 10-point lambda' sweep")
+    parser.add_argument("--large", type=int, help="time equivalent-backbone fine-tuning at this d")
+    parser.add_argument("--attention", default="linear")
     args = parser.parse_args()
+    if args.lam_sweep:
+        print(json.dumps(lam_sweep()))
+        return
+    if args.large:
+        print(json.dumps(large_finetune(args.large, args.attention)))
+        return
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
     peak = matmul_peak()
     print(f"f64 matmul peak (2048^3, jax): {peak:.1f} GFLOP/s\n")

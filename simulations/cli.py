@@ -381,6 +381,9 @@ def _run(args) -> int:
             pre = pretrain_state_from_measured(
                 predict_pretraining(cfg), Q=sim_result["pretrain"]["Q"]["mean"],
                 M=sim_result["pretrain"]["M"]["mean"], Q0=sim_result["pretrain"]["Q0"]["mean"])
+        else:  # an equivalent backbone with given sim.backbone_Q/M: the theory gets the same
+            from simulations.backbone import theory_pretrain_state
+            pre = theory_pretrain_state(cfg)
         try:
             theory_result = predict(cfg, pre=pre, bayes_bound=args.bayes)
         except NotImplementedError as err:

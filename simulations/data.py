@@ -39,6 +39,7 @@ __all__ = [
 PURPOSES = (
     "teacher", "pretrain_X", "pretrain_noise", "pretrain_init", "spike", "finetune_X",
     "finetune_noise", "pool_X", "lora_init", "test_pilot", "test", "surrogate_noise",
+    "backbone_R", "pretrain_test_pilot", "pretrain_test",
 )
 
 

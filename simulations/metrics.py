@@ -6,10 +6,11 @@
   finite-d identity E‖h(cŜ − S0*) − ξ'‖²_F = T(T+1)Δ_eff(c) on fresh sequences);
   :func:`residual_noise` — the measured per-sequence ‖h(S0*) + ξ' − c h(Ŝ)‖²_F/(T(T+1)) whose mean
   over the training sequences is ``delta_eff_train``.
-* Test errors on fresh, unselected sequences: :func:`test_losses` (per-sample losses of one batch,
-  for the five test metrics), :func:`test_moments` (sums over ``n_batches`` batches in a
-  ``fori_loop``: no Python loop, dynamic trip count, no recompilation) and
-  :func:`choose_n_test` (the test size for a target relative sem, from a pilot batch).
+* Test errors on fresh, unselected sequences: :func:`pretrain_test_losses` and
+  :func:`finetune_test_losses` (per-sample losses of one batch), :func:`batched_moments` (sums over
+  ``n_batches`` batches in a ``fori_loop``: dynamic trip count, no recompilation, one batch in
+  memory), :func:`test_batch_size` (batch size under a memory bound) and :func:`choose_n_test`
+  (the test size for a target relative sem, from a pilot batch).
 """
 
 from __future__ import annotations
@@ -24,14 +25,19 @@ from . import data, model
 
 __all__ = [
     "TEST_METRICS", "TestModels", "pretrain_order_parameters", "lora_order_parameters",
-    "delta_eff", "residual_noise", "test_losses", "test_moments", "choose_n_test",
-    "TEST_BATCH", "TARGET_REL_SEM", "N_TEST_MAX",
+    "delta_eff", "residual_noise", "pretrain_test_losses", "finetune_test_losses",
+    "batched_moments", "test_batch_size", "choose_n_test", "PRETRAIN_TEST_METRICS",
+    "FINETUNE_TEST_METRICS", "TEST_BATCH", "TEST_MEMORY", "TARGET_REL_SEM", "N_TEST_MAX",
 ]
 
-# The five test errors, in the order of the rows returned by test_losses.
-TEST_METRICS = ("pretrain.test_error", "pretrain.test_error_clean", "finetune.test_error",
-                "finetune.test_error_clean", "finetune.baseline_error")
-TEST_BATCH = 1024        # sequences per test batch
+# The test errors: pre-training ones (measured once per backbone) and fine-tuning ones.
+PRETRAIN_TEST_METRICS = ("pretrain.test_error", "pretrain.test_error_clean")
+FINETUNE_TEST_METRICS = ("finetune.test_error", "finetune.test_error_clean",
+                         "finetune.baseline_error")
+TEST_METRICS = PRETRAIN_TEST_METRICS + FINETUNE_TEST_METRICS
+TEST_BATCH = 1024        # sequences per test batch (at most; fewer at large d, test_batch_size)
+TEST_MEMORY = 256 << 20  # bytes of working set of one test batch
+TEST_BATCH_BYTES_PER_SEQ = 8 * 4   # float64 × ~4 live copies of each per-sequence array
 TARGET_REL_SEM = 0.01    # sem of each test error below 1% of its value (sim.n_test = 0)
 N_TEST_MAX = 1 << 20     # cap of the automatic test size (the achieved sem is reported)
 
@@ -92,49 +98,68 @@ def residual_noise(h_base, noise, B, c):
     return jnp.sum(R * R, axis=(-1, -2)) / (T * (T + 1))
 
 
-def test_losses(key, n: int, models: TestModels, *, T: int, delta: float, delta_prime: float,
-                attention: str, beta: float, output: str) -> jax.Array:
-    """Per-sample losses on ``n`` fresh sequences, rows in the order of :data:`TEST_METRICS`:
-    pre-trained Ŝ against noisy / clean labels of S0*; fine-tuned model against noisy / clean labels
-    of S1*; frozen model c·Ŝ (w = 0) against noisy labels of S1*. Shape (5, n)."""
-    d = models.S_hat.shape[0]
-    kX, kxi, kxi1 = jax.random.split(key, 3)
+def test_batch_size(d: int, T: int, P0: int) -> int:
+    """Sequences per test batch: :data:`TEST_BATCH`, or fewer so that one batch's working set
+    (X, X·Ŝ, X·W0 and the T×T arrays, ≈ :data:`TEST_BATCH_BYTES_PER_SEQ` × (T(3d + P0) + 40T²)
+    bytes per sequence) stays under :data:`TEST_MEMORY` (issue 15: d = 2000 in a few GB)."""
+    per_seq = TEST_BATCH_BYTES_PER_SEQ * (T * (3 * d + P0) + 40 * T * T)
+    return int(max(1, min(TEST_BATCH, TEST_MEMORY // per_seq)))
+
+
+def pretrain_test_losses(key, n: int, W0, S_hat, *, T: int, delta, attention: str, beta,
+                         output: str) -> jax.Array:
+    """Per-sample pre-training test losses on ``n`` fresh sequences: Ŝ against noisy and clean
+    labels of S0* (M6), rows in the order of :data:`PRETRAIN_TEST_METRICS`. Shape (2, n)."""
+    d = S_hat.shape[0]
+    kX, kxi, _ = jax.random.split(key, 3)
     X = data.sequences(kX, n, T, d)
     G = model.gram(X)
     xi = data.score_noise(kxi, n, T, delta)
+    h0 = model.score_factor(X, W0)
+    A_pre = model.attention(model.score_dense(X, S_hat), attention, beta)
+    loss = lambda At: model.per_sample_loss(A_pre, At, G, output)  # noqa: E731
+    return jnp.stack([loss(model.attention(h0 + xi, attention, beta)),
+                      loss(model.attention(h0, attention, beta))])
+
+
+def finetune_test_losses(key, n: int, models: TestModels, *, T: int, delta_prime,
+                         attention: str, beta, output: str) -> jax.Array:
+    """Per-sample fine-tuning test losses on ``n`` fresh, unselected sequences (M13), rows in the
+    order of :data:`FINETUNE_TEST_METRICS`: fine-tuned model against noisy / clean labels of S1*;
+    frozen model c·Ŝ (w = 0) against noisy labels of S1*. Shape (3, n)."""
+    d = models.S_hat.shape[0]
+    kX, _, kxi1 = jax.random.split(key, 3)
+    X = data.sequences(kX, n, T, d)
+    G = model.gram(X)
     xi1 = data.score_noise(kxi1, n, T, delta_prime)
-    h0 = model.score_factor(X, models.W0)
-    h1 = h0 + model.score_rank_one(X, models.w_star)
+    h1 = model.score_factor(X, models.W0) + model.score_rank_one(X, models.w_star)
     B = model.score_dense(X, models.S_hat)
     sig = lambda H: model.attention(H, attention, beta)  # noqa: E731
     loss = lambda A, At: model.per_sample_loss(A, At, G, output)  # noqa: E731
-    A_pre = sig(B)
     A_ft = sig(model.lora_score(models.lora, X, B, models.c))
-    A_base = sig(models.c * B)
     A1_noisy = sig(h1 + xi1)
-    return jnp.stack([
-        loss(A_pre, sig(h0 + xi)), loss(A_pre, sig(h0)),
-        loss(A_ft, A1_noisy), loss(A_ft, sig(h1)), loss(A_base, A1_noisy),
-    ])
+    return jnp.stack([loss(A_ft, A1_noisy), loss(A_ft, sig(h1)), loss(sig(models.c * B), A1_noisy)])
 
 
-def test_moments(key, n_batches, models: TestModels, **kw) -> tuple[jax.Array, jax.Array]:
-    """Sums of the per-sample test losses and of their squares over ``n_batches`` batches of
-    :data:`TEST_BATCH` fresh sequences (batch b uses ``fold_in(key, b)``). ``n_batches`` may be a
-    traced integer. Returns (sum, sum of squares), each of shape (5,)."""
+def batched_moments(losses_of, key, n_batches) -> tuple[jax.Array, jax.Array]:
+    """Sums of ``losses_of(k)`` (shape (r, batch)) and of their squares over ``n_batches``
+    batches, batch b drawn with ``fold_in(key, b)``, in a ``fori_loop`` (``n_batches`` may be
+    traced: no recompilation, and only one batch is in memory at a time). Returns two (r,) arrays."""
+    rows = jax.eval_shape(losses_of, key).shape[0]
+
     def body(b, acc):
-        losses = test_losses(jax.random.fold_in(key, b), TEST_BATCH, models, **kw)
+        losses = losses_of(jax.random.fold_in(key, b))
         return acc[0] + jnp.sum(losses, axis=1), acc[1] + jnp.sum(losses**2, axis=1)
-    zero = jnp.zeros(len(TEST_METRICS))
+    zero = jnp.zeros(rows)
     return jax.lax.fori_loop(0, n_batches, body, (zero, zero))
 
 
-def choose_n_test(pilot_sum, pilot_sumsq, n_pilot: int, *, rel_sem=TARGET_REL_SEM,
-                  n_max=N_TEST_MAX) -> int:
-    """Number of test sequences (a multiple of :data:`TEST_BATCH`) so that every test error of
-    every seed has sem < ``rel_sem`` × its value, from pilot moments (arrays (..., 5))."""
+def choose_n_test(pilot_sum, pilot_sumsq, n_pilot: int, *, batch: int = TEST_BATCH,
+                  rel_sem=TARGET_REL_SEM, n_max=N_TEST_MAX) -> int:
+    """Number of test sequences (a multiple of ``batch``) so that every test error of every seed
+    has sem < ``rel_sem`` × its value, from pilot moments (arrays (..., r))."""
     mean = np.asarray(pilot_sum) / n_pilot
     var = np.maximum(np.asarray(pilot_sumsq) / n_pilot - mean**2, 0.0) * n_pilot / (n_pilot - 1)
     need = 1.2 * var / (rel_sem * np.maximum(np.abs(mean), 1e-300)) ** 2  # 20% safety margin
-    n = int(min(max(float(np.max(need)), TEST_BATCH), n_max))
-    return -(-n // TEST_BATCH) * TEST_BATCH
+    n = int(min(max(float(np.max(need)), batch), n_max))
+    return -(-n // batch) * batch

@@ -8,8 +8,8 @@ import pytest
 
 import simulations  # noqa: F401
 from simulations import data, metrics, model
-from simulations.experiment import (SimulationNotImplemented, finetune_on, pretrain_backbone,
-                                    simulate, simulate_seed)
+from simulations.experiment import (SimulationNotImplemented, finetune_dataset, finetune_on,
+                                    pretrain_backbone, simulate, simulate_seed)
 from theory.config import Config
 from theory.schema import FINETUNE_METRICS, PRETRAIN_METRICS
 
@@ -123,3 +123,65 @@ def test_vmapped_seeds_match_sequential(result):
         for k in names:
             np.testing.assert_allclose(vm[block][k]["values"], result[block][k]["values"], rtol=1e-6)
     assert vm["diagnostics"]["n_test"] == result["diagnostics"]["n_test"]
+
+
+_REUSE = Config().replace(model={"attention": "linear"}, sim={"d": 20, "restarts": 2},
+                          pretrain={"alpha": 0.2}, finetune={"alpha": 2.0, "reuse": True})
+
+
+@pytest.mark.parametrize("noise", ["same", "fresh"])
+def test_partial_reuse_fraction(noise):
+    """Issue 14 item 5: the first round(e n') sequences are reused pre-training sequences (with
+    their noise for reuse_noise = 'same'), the rest are the rows of the fresh draw; e = 1 is the
+    full reuse, e = 0 the fresh fine-tuning of the same seed, bit for bit."""
+    cfg = _REUSE.replace(finetune={"reuse_noise": noise})
+    bb = pretrain_backbone(cfg, 1)
+    pre = bb["arrays"]["data"]
+    n1 = cfg.n_finetune
+    full = finetune_dataset(cfg, bb)
+    np.testing.assert_array_equal(full.X, pre["X"][:n1])
+    np.testing.assert_array_equal(full.h_base, pre["h_teacher"][:n1])
+    if noise == "same":
+        np.testing.assert_array_equal(full.noise, pre["noise"][:n1])
+    fresh_cfg = cfg.replace(finetune={"reuse": False, "reuse_noise": "same"})
+    fresh = finetune_dataset(fresh_cfg, bb)
+    half_cfg = cfg.replace(finetune={"reuse_fraction": 0.5})
+    nr = half_cfg.n_reused
+    assert nr == round(0.5 * n1)
+    half = finetune_dataset(half_cfg, bb)
+    # same draws; XLA fuses the 0 < e < 1 program differently (FMA), hence ulp-level tolerances
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)  # noqa: E731
+    np.testing.assert_array_equal(half.X[:nr], pre["X"][:nr])
+    np.testing.assert_array_equal(half.X[nr:], fresh.X[nr:])
+    close(half.noise[nr:], fresh.noise[nr:])
+    close(half.noise[:nr], (pre["noise"] if noise == "same" else fresh.noise)[:nr])
+    close(half.h_base[:nr], pre["h_teacher"][:nr])
+    close(half.h_base[nr:], fresh.h_base[nr:])
+    zero_cfg = cfg.replace(finetune={"reuse_fraction": 0.0})
+    assert zero_cfg.n_reused == 0
+    if noise == "same":           # the whole pipeline once (compilation dominates the cost)
+        rec0, rec_fresh = finetune_on(zero_cfg, bb), finetune_on(fresh_cfg, bb)
+        for k in ("finetune.q", "finetune.m", "finetune.objective", "finetune.test_error",
+                  "delta_eff_train"):
+            assert rec0[k] == rec_fresh[k], k
+
+
+def test_no_recompilation_across_numeric_fields():
+    """Issue 13: λ′, Δ′, q0*, c and tolerances are traced, so a sweep over them compiles the
+    fine-tuning program (and its test program) once; λ and Δ compile pre-training once."""
+    from simulations import backbone as bbm
+    from simulations import experiment as ex
+
+    cfg = Config().replace(model={"attention": "linear"}, sim={"d": 14, "restarts": 2},
+                           pretrain={"alpha": 0.2}, finetune={"alpha": 2.0, "recalibrate": 0.9})
+    sizes = lambda: (ex._finetune_jit._cache_size(), ex._finetune_test_jit._cache_size(),  # noqa
+                     bbm.pretrain_jit._cache_size(), bbm.pretrain_test_jit._cache_size())
+    before = sizes()
+    bbs = [pretrain_backbone(cfg.replace(pretrain={"lam": lam, "delta": dl}), 0)
+           for lam, dl in ((0.01, 0.5), (0.1, 0.3), (0.5, 0.7))]
+    for lam, delta, q0, c in ((0.05, None, 1.0, 0.9), (0.2, 0.3, 1.0, 0.9),
+                              (1.0, 0.8, 1.5, 1.2), (0.01, 0.1, 0.7, 0.5)):
+        finetune_on(cfg.replace(finetune={"lam": lam, "delta": delta, "q0star": q0,
+                                          "recalibrate": c}), bbs[0])
+    grown = [a - b for a, b in zip(sizes(), before)]
+    assert grown == [min(g, 1) for g in grown] and grown[0] <= 1 and grown[2] <= 1, grown
