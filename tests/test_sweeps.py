@@ -299,3 +299,18 @@ def test_kill_and_resume_runs_every_task_exactly_once(tmp_path):
     keys = [(json.loads(t)["point_id"], json.loads(t)["seed"]) for t in after.values()]
     assert len(set(keys)) == 24                               # nothing duplicated
     assert not list(folder.glob(".*.claim"))                  # the dead run's claims retaken
+
+
+def test_backbone_key_tells_trained_from_equivalent_backbones():
+    from simulations.sweeps.tasks import backbone_key
+    from theory.config import Config
+
+    trained = Config()
+    eq = trained.replace(sim={"backbone": "equivalent"})
+    given = trained.replace(sim={"backbone": "equivalent", "backbone_Q": 1.0, "backbone_M": 0.9})
+    keys = {backbone_key(c, 0) for c in (trained, eq, given)}
+    assert len(keys) == 3
+    # the theory's (Q, M) feed the equivalent backbone: its MC settings belong to the key
+    assert backbone_key(eq, 0) != backbone_key(eq.replace(theory={"mc_samples": 1000}), 0)
+    assert backbone_key(given, 0) == backbone_key(given.replace(theory={"mc_samples": 1000}), 0)
+    assert backbone_key(trained, 0) == backbone_key(trained.replace(finetune={"lam": 1.0}), 0)

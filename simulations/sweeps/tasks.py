@@ -18,14 +18,20 @@ from .store import ResultStore
 __all__ = ["backbone_key", "theory_key", "pretrain_state_task", "bayes_bound_task",
            "theory_curve_task", "backbone_task", "finetune_task", "THEORY_SECTIONS"]
 
-_BACKBONE_SIM_FIELDS = ("d", "pretrain_gtol", "max_steps")
+_BACKBONE_SIM_FIELDS = ("d", "pretrain_gtol", "max_steps", "backbone", "backbone_Q", "backbone_M")
 
 
 def backbone_key(cfg: Config, seed: int) -> str:
-    """Identifier of the pre-trained backbone a simulation task needs."""
+    """Identifier of the backbone a simulation task needs: the trained one, or the Gaussian
+    equivalent (whose (Q, M) come from the pre-training theory unless sim.backbone_Q/M give them,
+    so the theory section then belongs to the key)."""
     sim = {k: getattr(cfg.sim, k) for k in _BACKBONE_SIM_FIELDS}
     digest = Config.from_dict({"model": cfg.model.to_dict(), "pretrain": cfg.pretrain.to_dict(),
                                "sim": sim}).digest(sections=["model", "pretrain", "sim"])
+    if cfg.sim.backbone == "equivalent" and cfg.sim.backbone_Q is None:
+        from theory.predict import pretrain_key
+
+        digest = f"{digest}_t{pretrain_key(cfg)}"
     return f"{digest}_s{seed}"
 
 
