@@ -61,14 +61,16 @@ from ..fixed_point import damped_fixed_point
 from ..gaussian import goe
 from ..states import FinetuneState, PretrainState
 from . import noise, reuse, selection
-from .prox_vec import jacobi_eigh, multistart_prox
+from .prox_vec import jacobi_eigh, multistart_prox, sym_inverse
 
 __all__ = ["solve", "solve_linear_reduced", "solve_curve", "test_error_mc", "linear_test_error",
            "RS_DOUBT_MULTIMIN", "STEIN_THRESHOLD"]
 
 BRANCH_SEARCH_CAP = 30
+BRANCH_SEARCH_SLOW = 8     # ... and stops once its residual rate over 8 iterations says it won't
 ANDERSON_MEMORY = 3        # Anderson mixing depth of the (q, m, v) iteration (THEORY.md §9)
 STALL_ITERATIONS = 40      # stop as "stalled" when the best residual has not halved in this many
+PHASE2_ROUNDS = 6          # warm-phase / full-step rounds before the branch choice is "stalled"
 REPEAT_CAP_FACTOR = 4      # an MC repeat starts at the solved point: cap 4x its iterations (>= 100)
 STEIN_THRESHOLD = 1e-3     # multi-minimum fraction above which the Stein hats are used (§9)
 RS_DOUBT_MULTIMIN = 1e-2   # multi-minimum fraction above which a point is flagged RS doubtful
@@ -257,8 +259,7 @@ def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
         q, v = x[0], x[2]
         p = (omega, v, q, Sst, teacher(zeta, Htea, q0))
         f = (z - omega) / v
-        lam, U = jacobi_eigh(grad_hess(z, p)[1])
-        Hinv = (U / lam) @ U.T
+        Hinv = sym_inverse(grad_hess(z, p)[1])
         if kind == "reduced":
             Afull = Htea + jnp.outer(zeta, zeta) - q0 * eye + q * eye
             divz = 4.0 / v * (jnp.dot(zeta, z) * jnp.trace(Hinv) + z @ Hinv @ zeta)
@@ -364,7 +365,8 @@ def _prior(S: _Setup, qhat, mhat, vhat):
 
 
 def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = True,
-                  max_iter: int | None = None):
+                  max_iter: int | None = None, slow: int | None = None,
+                  discard_unconverged: bool = False):
     cfg = S.cfg
     run = _channel_fn(S.kind, S.beta, S.T, explicit_q)
     state = dict(warm=(jnp.zeros((S.n, S.T)) if warm0 is None else warm0),
@@ -374,6 +376,7 @@ def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = T
         q, m, v = _sanitize(x, S.q0)
         means, z = run(jnp.array([q, m, v]), S.q0, state["warm"], data, full=full)
         state["warm"] = z
+        state["last"] = ((q, m, v), means, full)
         return (q, m, v), means
 
     def step(x):
@@ -385,41 +388,60 @@ def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = T
 
     t0 = time.perf_counter()
     cap = max_iter if max_iter is not None else cfg.theory.max_iter
+    tol = cfg.theory.tol
 
-    def two_phases(x_start, first_full):
-        # phase 1: warm-start-only prox (cheap) to convergence; phase 2: the full multi-start
-        # map from there, so that the reported fixed point is the fixed point of the full map.
-        # Phase 1 is Anderson-accelerated; a phase 1 that does not converge is reported as such
-        # without a (costly, equally failing) full phase 2.
-        state["phase2"] = False
-        state["full"] = first_full
-        sol1 = damped_fixed_point(step, np.asarray(x_start, float), damping=cfg.theory.damping,
-                                  tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY,
-                                  stall=STALL_ITERATIONS)
-        if not sol1.converged:
-            return sol1
-        state["phase2"] = state["full"] = True
-        sol2 = damped_fixed_point(step, sol1.value, damping=cfg.theory.damping,
-                                  tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY,
-                                  stall=STALL_ITERATIONS)
-        return dataclasses.replace(sol2, iterations=sol1.iterations + sol2.iterations)
+    def two_phases(x_start, first_full, budget):
+        # phase 1: warm-start-only prox (cheap), Anderson-accelerated, to convergence; then one
+        # step of the full multi-start map. If no sample's best minimum changed, that step is
+        # within tol: the point is the fixed point of the full map. Otherwise phase 1 resumes
+        # from the minima the full map chose (up to PHASE2_ROUNDS rounds, then "stalled": the
+        # branch choice cycles). A phase 1 that does not converge is reported as such without
+        # the (costly, equally failing) full step. ``budget`` caps all iterations together:
+        # theory.max_iter caps the whole solve of a branch, Stein retry included.
+        x, used, full_first = np.asarray(x_start, float), 0, first_full
+        kw = dict(damping=cfg.theory.damping, tol=tol, anderson=ANDERSON_MEMORY)
+        for _ in range(PHASE2_ROUNDS):
+            state["phase2"], state["full"] = False, full_first
+            sol1 = damped_fixed_point(step, x, max_iter=max(budget - used - 1, 1),
+                                      stall=STALL_ITERATIONS, slow=slow, **kw)
+            used += sol1.iterations
+            if not sol1.converged or budget - used < 1:
+                return dataclasses.replace(sol1, iterations=used)
+            state["phase2"] = state["full"] = True
+            sol2 = damped_fixed_point(step, sol1.value, max_iter=1, **kw)
+            used += 1
+            if sol2.converged:
+                return dataclasses.replace(sol2, iterations=used)
+            x, full_first = sol2.value, False
+        return dataclasses.replace(sol2, result="stalled", iterations=used)
 
     state["force_stein"] = False
-    sol = two_phases(x0, warm0 is None)
+    state["last"] = None
+    sol = two_phases(x0, warm0 is None, cap)
     stein_retry = False
-    if sol.result == "stalled":
+    if sol.result == "stalled" and cap - sol.iterations >= 2:
         # a stall of the derivative-form map: a few samples near a fold of the prox (an
         # isolated second minimum) make the derivative hats jump between iterates. The Stein
         # forms hold for any measurable prox (they include the jumps): retry with them, from
-        # the same start; kept only if it converges (§9)
+        # the same start, within the iterations left; kept only if it converges (§9)
         state["force_stein"] = True
-        retry = two_phases(x0, True)
+        retry = two_phases(x0, True, cap - sol.iterations)
         if retry.converged:
             sol, stein_retry = dataclasses.replace(
                 retry, iterations=sol.iterations + retry.iterations), True
         else:
             state["force_stein"] = False
-    (q, m, v), means = evaluate(sol.value, True)
+    if discard_unconverged and not sol.converged:   # a branch search the caller drops
+        return dict(converged=False, result=sol.result, iterations=sol.iterations), None
+    last = state["last"]
+    xs = np.array(_sanitize(sol.value, S.q0))
+    if (sol.converged and last is not None and last[2]
+            and np.max(np.abs(xs - np.array(last[0]))) <= tol * (1.0 + np.max(np.abs(xs)))):
+        # the last map evaluation was the full map at the previous iterate, within tol of the
+        # fixed point: report that point with its sample means (no second full evaluation)
+        (q, m, v), means = last[0], last[1]
+    else:
+        (q, m, v), means = evaluate(sol.value, True)
     qhat, mhat, vhat, stein = _hats(S, means, q, m, v, state["force_stein"])
     al, lam, q0 = S.alpha, S.lam, S.q0
     train = float(means["train"])
@@ -509,7 +531,10 @@ def _find_branches(S: _Setup, data: dict, starts, *, explicit_q=True):
     found = []
     for index, (name, x0, warm) in enumerate(starts):
         cap = None if index == 0 else min(BRANCH_SEARCH_CAP, S.cfg.theory.max_iter)
-        r, z = _solve_branch(S, data, x0, warm, explicit_q=explicit_q, max_iter=cap)
+        # a second start abandons as soon as its rate predicts no convergence within the cap
+        r, z = _solve_branch(S, data, x0, warm, explicit_q=explicit_q, max_iter=cap,
+                             slow=None if index == 0 else BRANCH_SEARCH_SLOW,
+                             discard_unconverged=index > 0)
         if index > 0 and not r["converged"]:
             continue
         r["start"] = name
@@ -526,12 +551,14 @@ def _aggregate(S: _Setup, rep_metrics) -> tuple[dict, dict]:
     keys = ["q", "m", "overlap", "train_error", "objective", "test_error", "test_error_clean"]
     mean = {k: float(np.mean([r[k] for r in rep_metrics])) for k in keys}
     R = len(rep_metrics)
+    # one repeat: the spread over repeats cannot be estimated -> None (unknown), never 0.0;
+    # the closed forms (linear test errors) are then unknown as well (they inherit q, m)
     err = {k: (float(np.std([r[k] for r in rep_metrics], ddof=1) / math.sqrt(R)) if R > 1
-               else 0.0) for k in keys}
+               else None) for k in keys}
     if not S.linear:   # add the within-draw MC error of the sampled test formula
         for k, kk in (("test_error", "se_test"), ("test_error_clean", "se_clean")):
             within = math.sqrt(np.mean([r[kk] ** 2 for r in rep_metrics]) / R)
-            err[k] = math.sqrt(err[k] ** 2 + within ** 2)
+            err[k] = math.sqrt(err[k] ** 2 + within ** 2) if err[k] is not None else None
     base, _, base_e, _ = noise.baseline_error(S.cfg, S.pre, S.c)
     metrics = dict(mean, q0star=S.q0, baseline_error=base)
     err.update(baseline_error=base_e, q0star=0.0,

@@ -151,6 +151,7 @@ class _Problem:
         self.f_warm = None
         self.stein = False
         self.last = None  # (avg, hats, prior) of the last call
+        self.last_cold = False
         self.calls = 0
 
     def clip(self, x):
@@ -173,8 +174,10 @@ class _Problem:
         d = self.draws
         if self.f_warm is None:
             cold = True
+        # every full (cold) evaluation carries the output metrics (cheap next to the prox), so
+        # the last one of phase 2 is the final evaluation (no repeat of the multistart prox)
         avg, f = channel_averages(self.att, self.Q0, Q, M, V, d.g1, d.g2, d.xi, self.f_warm,
-                                  cold=cold, metrics=metrics)
+                                  cold=cold, metrics=metrics or cold)
         avg = {k: float(v) for k, v in avg.items()}
         self.f_warm = f
         self.calls += 1
@@ -183,6 +186,7 @@ class _Problem:
         h = hats(avg, alpha=self.alpha, Q=Q, M=M, Q0=self.Q0, stein=self.stein)
         p = self.prior(*h)
         self.last = ((Q, M, V), avg, h, p)
+        self.last_cold = cold
         return p
 
     def step(self, x, *, cold: bool):
@@ -219,13 +223,22 @@ def _solve_problem(prob: _Problem, x0) -> dict:
     # stall: with Stein hats (a map discontinuous at the resolution of the draws) the residual
     # can stop decreasing far above tol; stop then, reported as not converged ("stalled")
     kw = dict(damping=th.damping, tol=th.tol, anderson=ANDERSON_MEMORY, stall=STALL_ITERATIONS)
-    sol1 = damped_fixed_point(lambda x: prob.step(x, cold=False), x0, max_iter=th.max_iter, **kw)
+    # theory.max_iter caps the two phases together: phase 1 keeps one iteration for phase 2,
+    # which always evaluates the full map at least once (the reported point is its fixed point)
+    cap = th.max_iter
+    sol1 = damped_fixed_point(lambda x: prob.step(x, cold=False), x0,
+                              max_iter=max(cap - 1, 1), **kw)
     x1 = sol1.value   # "nonfinite": the last iterate where the map was defined (or x0)
     sol2 = damped_fixed_point(lambda x: prob.step(x, cold=True), x1,
-                              max_iter=max(th.max_iter - sol1.iterations, 50), **kw)
-    x = sol2.value
-    p = prob.evaluate(x, cold=True, metrics=True)
-    (Q, M, V), avg, (Qh, Mh, Vh), _ = prob.last
+                              max_iter=max(cap - sol1.iterations, 1), **kw)
+    x = np.array(prob.clip(sol2.value))
+    last = prob.last
+    if not (sol2.converged and prob.last_cold and np.max(np.abs(x - np.array(last[0])))
+            <= th.tol * (1.0 + np.max(np.abs(x)))):
+        prob.evaluate(x, cold=True, metrics=True)
+    # else: the last full evaluation was at the previous iterate, within tol of the fixed point:
+    # report that point with its averages
+    (Q, M, V), avg, (Qh, Mh, Vh), p = prob.last
     pt = prob.cfg.pretrain
     alpha = prob.alpha
     penalty = pt.lam * Q if pt.estimator == "direct" else pt.lam * math.sqrt(pt.kappa) * p.tau_hat
