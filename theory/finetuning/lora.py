@@ -66,14 +66,9 @@ from .prox_vec import jacobi_eigh, multistart_prox, sym_inverse
 __all__ = ["solve", "solve_linear_reduced", "solve_curve", "test_error_mc", "linear_test_error",
            "RS_DOUBT_MULTIMIN", "STEIN_THRESHOLD"]
 
-BRANCH_SEARCH_CAP = 30
-BRANCH_SEARCH_SLOW = 8     # ... and stops once its residual rate over 8 iterations says it won't
-ANDERSON_MEMORY = 3        # Anderson mixing depth of the (q, m, v) iteration (THEORY.md §9)
-STALL_ITERATIONS = 40      # stop as "stalled" when the best residual has not halved in this many
-PHASE2_ROUNDS = 6          # warm-phase / full-step rounds before the branch choice is "stalled"
-REPEAT_CAP_FACTOR = 4      # an MC repeat starts at the solved point: cap 4x its iterations (>= 100)
-STEIN_THRESHOLD = 1e-3     # multi-minimum fraction above which the Stein hats are used (§9)
-RS_DOUBT_MULTIMIN = 1e-2   # multi-minimum fraction above which a point is flagged RS doubtful
+from ..solver_constants import (ANDERSON_MEMORY, BRANCH_SEARCH_CAP, BRANCH_SEARCH_SLOW,  # noqa: E402
+                                PHASE2_ROUNDS, REPEAT_CAP_FACTOR, RS_DOUBT_MULTIMIN,
+                                STALL_ITERATIONS, STEIN_THRESHOLD)
 
 
 # ------------------------------------------------------------------------------------------------
