@@ -108,3 +108,15 @@ def test_driver_abandons_slow_search_and_converges_fast_map():
     fast = damped_fixed_point(lambda x: 0.1 * x + 1.0, np.zeros(1), damping=0.0, tol=1e-10,
                               max_iter=30, slow=8)
     assert fast.converged and math.isclose(fast.value[0], 1 / 0.9, rel_tol=1e-9)
+
+
+def test_no_recompilation_across_points():
+    # the channel programs take every config number (q0*, α', λ', Δ's, c) as traced data or
+    # use it outside the jitted code: a second point with other numbers compiles nothing new
+    # (only σ, β, T, N and the explicit-q switch are static)
+    cfg = _cfg(alpha=3.0)
+    lora.solve_linear_reduced(cfg, PRE)
+    run = lora._channel_fn("reduced", cfg.model.beta, cfg.model.T, True)
+    n = run._cache_size()
+    lora.solve_linear_reduced(cfg.replace(finetune={"alpha": 2.0, "lam": 0.2, "delta": 0.3}), PRE)
+    assert run._cache_size() == n

@@ -51,8 +51,9 @@ from ..config import Config
 from ..fixed_point import damped_fixed_point
 from ..states import FinetuneState, PretrainState
 from . import noise
-from .lora import (ANDERSON_MEMORY, BRANCH_SEARCH_CAP, RS_DOUBT_MULTIMIN, STEIN_THRESHOLD,
-                   _aggregate, _distinct, _flags, _label, _Setup)
+from ..solver_constants import (ANDERSON_MEMORY, BRANCH_SEARCH_CAP, RS_DOUBT_MULTIMIN,
+                                STEIN_THRESHOLD)
+from .lora import _aggregate, _distinct, _flags, _label, _Setup
 from .prox_vec import jacobi_eigh, multistart_prox, sym_inverse
 
 __all__ = ["solve", "linear_test_error"]
