@@ -262,7 +262,14 @@ class TheoryConfig(_Section):
     tol: float = _spec(1e-7, "float", low=0.0, low_open=True, doc="fixed-point tolerance")
     damping: float = _spec(0.5, "float", low=0.0, high=1.0, high_open=True,
                            doc="weight of the old iterate")
-    max_iter: int = _spec(2000, "int", low=1)
+    max_iter: int = _spec(2000, "int", low=1,
+                          doc="cap on the map evaluations of each RS fixed-point solve: "
+                              "pre-training (both phases together), each fine-tuning branch or "
+                              "MC repeat (both phases and the Stein retry together; a second "
+                              "start's branch search stops at min(30, max_iter), a repeat at "
+                              "min(max_iter, max(100, 4x the first solve))), the Bayes "
+                              "fine-tuning SE and the factorized prior; the scalar Bayes "
+                              "pre-training SE (T22-T23) runs at least 5000")
     spectral_nodes: int = _spec(600, "int", low=20, doc="quadrature nodes per bulk (T15-T17)")
 
 

@@ -11,6 +11,7 @@ a :class:`FixedPointSolution` with a result code: it never returns a silent non-
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,7 +32,7 @@ class FixedPointError(RuntimeError):
 class FixedPointSolution:
     """Result of :func:`damped_fixed_point`.
 
-    ``result`` is ``"converged"``, ``"max_iter"``, ``"stalled"`` or ``"nonfinite"`` (then ``value``
+    ``result`` is ``"converged"``, ``"max_iter"``, ``"stalled"``, ``"slow"`` or ``"nonfinite"`` (then ``value``
     is the last iterate where the map was finite, if any); ``residual`` is the last relative step
     size; ``history`` holds the residual of every iteration.
     """
@@ -54,7 +55,7 @@ class FixedPointSolution:
 
 def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping: float = 0.5,
                        tol: float = 1e-7, max_iter: int = 1000, max_damping: float = 0.95,
-                       anderson: int = 0, stall: int | None = None,
+                       anderson: int = 0, stall: int | None = None, slow: int | None = None,
                        throw: bool = False) -> FixedPointSolution:
     """Iterate ``x <- damping·x + (1−damping)·step(x)`` to a fixed point (see module docstring).
 
@@ -69,6 +70,11 @@ def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping:
     consecutive iterations (a Monte-Carlo map that is discontinuous at the resolution of its
     draws, e.g. per-sample minimisers jumping between minima, cycles there instead of
     converging); the answer is reported as not converged, never as converged.
+
+    ``slow = k`` stops with result ``"slow"`` when, after at least k iterations, the geometric
+    rate of the best residual over the last k iterations predicts that ``tol`` will not be
+    reached within ``max_iter`` (a branch search from a second start that drifts slowly towards
+    another fixed point: it would end as ``"max_iter"`` anyway, k·(cost) sooner).
     """
     start = time.perf_counter()
     x = np.asarray(x0, dtype=np.float64).copy()
@@ -82,6 +88,7 @@ def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping:
     best, best_x, best_fx = np.inf, x, x
     stall_ref, stall_since = np.inf, 0
     last_good, backtracks = None, 0
+    best_hist: list[float] = []
     for it in range(1, max_iter + 1):
         fx = np.asarray(step(x), dtype=np.float64)
         if not np.all(np.isfinite(fx)):
@@ -107,6 +114,13 @@ def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping:
             x = fx
             result = "converged"
             break
+        best_hist.append(min(residual, best_hist[-1]) if best_hist else residual)
+        if slow is not None and it >= slow:
+            r_now, r_then = best_hist[-1], best_hist[-slow]
+            rate = (r_now / r_then) ** (1.0 / (slow - 1)) if r_then > 0 else 0.0
+            if rate >= 1.0 or it + math.log(tol / r_now) / math.log(rate) > max_iter:
+                result = "slow"
+                break
         if stall is not None:
             if residual < 0.5 * stall_ref:
                 stall_ref, stall_since = residual, it

@@ -55,7 +55,7 @@ __all__ = ["solve", "alpha_weak_recovery", "delta_n", "gh_grid", "z_out", "choos
            "se_moments", "test_error_softmax"]
 
 _CHUNK = 128
-ANDERSON_MEMORY = 2
+from ..solver_constants import ANDERSON_MEMORY  # noqa: E402
 STABILITY_STEP = 1e-3     # finite-difference step (× q0*) of the SE map's slope at a fixed point
 UNSTABLE_KICK = 1e-2      # start (× q0*) of the plain iteration that leaves an unstable point
 PLAIN_ESCAPE = 30         # plain damped steps away from an unstable point before Anderson again

@@ -51,9 +51,10 @@ from ..config import Config
 from ..fixed_point import damped_fixed_point
 from ..states import FinetuneState, PretrainState
 from . import noise
-from .lora import (ANDERSON_MEMORY, BRANCH_SEARCH_CAP, RS_DOUBT_MULTIMIN, STEIN_THRESHOLD,
-                   _aggregate, _distinct, _flags, _label, _Setup)
-from .prox_vec import jacobi_eigh, multistart_prox
+from ..solver_constants import (ANDERSON_MEMORY, BRANCH_SEARCH_CAP, RS_DOUBT_MULTIMIN,
+                                STEIN_THRESHOLD)
+from .lora import _aggregate, _distinct, _flags, _label, _Setup
+from .prox_vec import jacobi_eigh, multistart_prox, sym_inverse
 
 __all__ = ["solve", "linear_test_error"]
 
@@ -125,8 +126,7 @@ def _channel_fn(kind: str, beta: float, T: int):
         p = (omega, Vinv, quv, zeta, Sst, Htea, q0)
         f = (z.reshape(T, 2) - omega) @ Vinv                        # (T, 2)
         H = jax.hessian(obj)(z, p)
-        lam, U = jacobi_eigh(H)
-        Hinv = (U / lam) @ U.T
+        Hinv = sym_inverse(H)
         Mbig = jnp.kron(eye, Vinv)
         dfdO = Mbig @ (Hinv @ Mbig - jnp.eye(2 * T))                # ∂f/∂Ω (2T × 2T)
         divw = jnp.einsum("aiaj->ij", dfdO.reshape(T, 2, T, 2))     # Σ_a ∂f_a/∂Ω_a
@@ -259,11 +259,12 @@ def _solve_branch(S: _Setup, data, x0, warm0=None, *, max_iter=None):
     t0 = time.perf_counter()
     cap = max_iter if max_iter is not None else cfg.theory.max_iter
     kw = dict(damping=cfg.theory.damping, tol=cfg.theory.tol, anderson=ANDERSON_MEMORY)
-    sol1 = damped_fixed_point(step, np.asarray(x0, float), max_iter=cap, **kw)
+    # theory.max_iter caps the two phases together (phase 1 keeps one iteration for phase 2)
+    sol1 = damped_fixed_point(step, np.asarray(x0, float), max_iter=max(cap - 1, 1), **kw)
     sol = sol1
-    if sol1.converged:
+    if sol1.converged and cap - sol1.iterations >= 1:
         state["phase2"] = state["full"] = True
-        sol = damped_fixed_point(step, sol1.value, max_iter=cap, **kw)
+        sol = damped_fixed_point(step, sol1.value, max_iter=cap - sol1.iterations, **kw)
         iterations = sol1.iterations + sol.iterations
     else:
         iterations = sol1.iterations

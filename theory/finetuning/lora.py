@@ -41,6 +41,17 @@ samples whose prox objective is non-convex (Hessian not PD at ω or on the ω-st
 the fraction with ≥ 2 distinct local minima; a point is flagged "RS doubtful" when λ_AT ≥ 1 or the
 multi-minimum fraction exceeds ``RS_DOUBT_MULTIMIN`` (1%).
 
+Solve protocol (constants in :mod:`theory.solver_constants`; §9): per branch, phase 1 iterates
+the warm-start-only map (each sample's Newton prox started at its previous ẑ; Anderson, damping,
+stall detection), then one step of the full multi-start map (ω, ±top eigenvector, warm) checks
+that no sample's best minimum changed (else phase 1 resumes from the minima it chose, up to
+``PHASE2_ROUNDS`` rounds, then "stalled" and the Stein-form retry); the last full evaluation is
+the reported one. Branch search from a second start stops at ``BRANCH_SEARCH_CAP`` iterations, or
+earlier when its residual rate says it cannot converge by then ("slow"). MC repeats start at the
+solved point. ``theory.max_iter`` caps each branch solve (phases and Stein retry together).
+Newton steps use a modified L D Lᵀ factorisation (:mod:`.prox_vec`), the hats an exact unrolled
+inverse of the prox Hessian.
+
 Outputs (T32): test on fresh, unselected sequences; linear closed form
 T(T+1)[Δ_eff(c) + q0*² + q² − 2m²] (clean: − T(T+1)Δ'/2); softmax by MC over the frozen draws.
 """
@@ -61,270 +72,14 @@ from ..fixed_point import damped_fixed_point
 from ..gaussian import goe
 from ..states import FinetuneState, PretrainState
 from . import noise, reuse, selection
-from .prox_vec import jacobi_eigh, multistart_prox
+from .lora_channel import _channel_fn, _draws, _Setup, _sigma, _test_fn  # noqa: F401
 
 __all__ = ["solve", "solve_linear_reduced", "solve_curve", "test_error_mc", "linear_test_error",
            "RS_DOUBT_MULTIMIN", "STEIN_THRESHOLD"]
 
-BRANCH_SEARCH_CAP = 30
-ANDERSON_MEMORY = 3        # Anderson mixing depth of the (q, m, v) iteration (THEORY.md §9)
-STALL_ITERATIONS = 40      # stop as "stalled" when the best residual has not halved in this many
-REPEAT_CAP_FACTOR = 4      # an MC repeat starts at the solved point: cap 4x its iterations (>= 100)
-STEIN_THRESHOLD = 1e-3     # multi-minimum fraction above which the Stein hats are used (§9)
-RS_DOUBT_MULTIMIN = 1e-2   # multi-minimum fraction above which a point is flagged RS doubtful
-
-
-# ------------------------------------------------------------------------------------------------
-# frozen draws and channel data
-# ------------------------------------------------------------------------------------------------
-def _draws(key, n: int, T: int) -> dict:
-    """Frozen common random numbers of T28 (unit variances); η is antithetic (second half −first)."""
-    n2 = (n + 1) // 2
-    k = jax.random.split(key, 6)
-    eta = jax.random.normal(k[1], (n2, T))
-    return dict(xi_t=jnp.concatenate([x := jax.random.normal(k[0], (n2, T)), x]),
-                eta=jnp.concatenate([eta, -eta]),
-                B=jnp.concatenate([b := goe(k[2], (n2,), T), b]),
-                R=jnp.concatenate([r := goe(k[3], (n2,), T), r]),
-                Xp=jnp.concatenate([xp := goe(k[4], (n2,), T), xp]),
-                G=jnp.concatenate([g := goe(k[5], (n2,), T), g]))
-
-
-class _Setup:
-    """Everything fixed for a given (cfg, pre): c, Δ's, and the channel arrays per key."""
-
-    def __init__(self, cfg: Config, pre: PretrainState, *, reduced: bool = False,
-                 delta_train: float | None = None, allow_general: bool = False,
-                 c: float | None = None):
-        ft = cfg.finetune
-        if ft.lora != "symmetric" and not allow_general:
-            raise NotImplementedError("finetune.lora = 'general' (u vᵀ, T33): solved by "
-                                      "theory.finetuning.general_lora")
-        if not ft.reuse:
-            noise._check_selection(cfg)
-        self.cfg, self.pre = cfg, pre
-        self.T = cfg.model.T
-        self.q0 = ft.q0star
-        self.alpha = ft.alpha
-        self.lam = ft.lam
-        self.c = noise.resolve_c(cfg, pre) if c is None else float(c)
-        self.a = pre.M / pre.Q
-        self.sR = max(pre.Q0 - pre.M ** 2 / pre.Q, 0.0)
-        self.dp = cfg.delta_prime
-        self.delta_eff = noise.delta_eff(cfg, pre, self.c)
-        self.linear = cfg.model.attention == "linear"
-        # softmax on reused sequences: the non-Gaussian channel T34 (theory/finetuning/reuse.py)
-        # partial reuse (M10): a fraction e of the channel samples carry the reused law, 1 − e the
-        # fresh one (the output channel is an average over the n' sequences)
-        self.e = cfg.reuse_e
-        self.reused = self.e > 0
-        self.reuse_t34 = self.reused and not self.linear and not reduced
-        self.delta_eff_train_err = 0.0
-        if delta_train is not None:
-            self.delta_eff_train = float(delta_train)
-        elif self.reuse_t34:
-            ch = reuse.reuse_channel(cfg, pre, jax.random.PRNGKey(cfg.theory.seed + 1),
-                                     cfg.theory.mc_samples)
-            m2, m2_err = reuse.residual_second_moment(ch, self.c)
-            self.delta_eff_train = self.e * m2 + (1 - self.e) * self.delta_eff
-            self.delta_eff_train_err = self.e * m2_err
-        else:
-            self.delta_eff_train = noise.delta_eff_train(cfg, pre, self.c)
-        self.reduced = reduced
-        if reduced and not self.linear:
-            raise ValueError("the reduced solver is for attention = 'linear' only")
-        self.selection = ((not ft.reuse) and cfg.rho < 1 and not selection.is_random(
-            ft.selection, noise.selection_operating_point(cfg, pre, self.c)[1]))
-        self.n = cfg.theory.mc_samples
-        self.kind = "reduced" if reduced else ("linear" if self.linear else "softmax")
-        self.beta = cfg.model.beta
-
-    def data(self, key) -> dict:
-        """Per-sample channel arrays (independent of q, m, v)."""
-        d = _draws(key, self.n, self.T)
-        Q = self.pre.Q
-        Bt = jnp.sqrt(Q) * d["B"]
-        if self.reduced:
-            Sst = jnp.zeros_like(Bt)
-            Htea = jnp.sqrt(self.delta_eff_train) * d["G"]
-        elif self.reused:
-            if self.reuse_t34:                 # softmax on reused sequences (T34)
-                ch = reuse.reuse_channel(self.cfg, self.pre, jax.random.fold_in(key, 11), self.n)
-                Sst, Htea = self.c * ch["B_hat"], ch["H_star"] + ch["noise"]
-            else:                              # linear (T35): residual GOE_T(Δ_eff,1)
-                Sst = jnp.zeros_like(Bt)
-                Htea = jnp.sqrt(noise.delta_eff_reused(self.cfg, self.pre, self.c)) * d["G"]
-            if self.e < 1:                     # partial reuse: the first e of each antithetic half
-                half = (Bt.shape[0] + 1) // 2
-                keep = (jnp.arange(Bt.shape[0]) % half) < round(self.e * half)
-                Sf = self.c * Bt
-                Hf = self.a * Bt + jnp.sqrt(self.sR) * d["R"] + jnp.sqrt(self.dp / 2) * d["Xp"]
-                Sst = jnp.where(keep[:, None, None], Sst, Sf)
-                Htea = jnp.where(keep[:, None, None], Htea, Hf)
-        else:
-            Btr = Bt
-            if self.selection:                                # T36: the kept law of B
-                scale, beta = noise.selection_operating_point(self.cfg, self.pre, self.c)
-                Btr = jnp.sqrt(Q) * selection.selected_unit_B(
-                    self.cfg.finetune.selection, jax.random.fold_in(key, 7), self.n, self.T,
-                    self.cfg.rho, scale=scale, beta=beta, B_unit=d["B"])
-            Sst = self.c * Btr
-            Htea = self.a * Btr + jnp.sqrt(self.sR) * d["R"] + jnp.sqrt(self.dp / 2) * d["Xp"]
-        return dict(xi_t=d["xi_t"], eta=d["eta"], Sst=Sst, Htea=Htea,
-                    # test (fresh, unselected) arrays, T32
-                    St=self.c * Bt, Ht=self.a * Bt + jnp.sqrt(self.sR) * d["R"],
-                    Nt=jnp.sqrt(self.dp / 2) * d["Xp"])
-
-
-# ------------------------------------------------------------------------------------------------
-# per-sample channel (jitted, vmapped)
-# ------------------------------------------------------------------------------------------------
-def _sigma(kind: str, beta: float):
-    if kind == "softmax":
-        return lambda H: jax.nn.softmax(beta * H, axis=-1)
-    return lambda H: H
-
-
-@functools.lru_cache(maxsize=None)
-def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
-    """Jitted map (x = (q, m, v), q0, warm z, data) -> (sample means of the hat ingredients, ẑ)."""
-    sig = _sigma(kind, beta)
-    eye = jnp.eye(T)
-
-    def teacher(zeta, Htea, q0):                                        # σ(H* + ζζᵀ − q0 I)
-        return sig(Htea + jnp.outer(zeta, zeta) - q0 * eye)
-
-    def loss(z, q, zeta, Sst, Htea, q0):                              # ℓ'(z; q)  (T28)
-        P = sig(Sst + jnp.outer(z, z) - q * eye)
-        return jnp.sum((P - teacher(zeta, Htea, q0)) ** 2)
-
-    # The prox works on p = (ω, v, q, S, Y) with the teacher Y = σ(·) computed once per sample.
-    def obj(z, p):
-        omega, v, q, Sst, Y = p
-        P = sig(Sst + jnp.outer(z, z) - q * eye)
-        return jnp.sum((z - omega) ** 2) / (2 * v) + jnp.sum((P - Y) ** 2)
-
-    def A_base(zeta, Sst, Htea, q0):
-        """Target of zzᵀ − qI minus qI: linear exact; softmax from row-centred log σ (a start)."""
-        if kind == "softmax":
-            Y = sig(Htea + jnp.outer(zeta, zeta) - q0 * eye)
-            L = jnp.log(Y) / beta
-            X = (L - L.mean(-1, keepdims=True)) - (Sst - Sst.mean(-1, keepdims=True))
-            return 0.5 * (X + X.T)
-        return Htea - Sst + jnp.outer(zeta, zeta) - q0 * eye
-
-    def grad_hess(z, p):
-        """Analytic ∇_z and ∇²_z of F = |z − ω|²/(2v) + ℓ'(z; q) (T29).
-
-        ℓ' = Σ_i ℓ_i(M_i·), M = S + zzᵀ − qI, rows independent. With G = ∂ℓ'/∂M and the row
-        Hessians K⁽ⁱ⁾ = ∂²ℓ_i/∂M_i·²: ∇ℓ' = (G + Gᵀ)z and
-        ∇²ℓ' = G + Gᵀ + diag(zᵀK⁽ᵃ⁾z) + [z_a (K⁽ᵃ⁾z)_b] + [z_b (K⁽ᵇ⁾z)_a] + Σ_i z_i² K⁽ⁱ⁾.
-        Linear σ: G = 2(M − Y), K⁽ⁱ⁾ = 2I. Softmax rows p = softmax(βm), r = p − y,
-        J = diag p − ppᵀ: G_i· = 2β J r = 2β p ⊙ (r − r·p) and
-        K = 2β²[J² + Σ_k r_k p_k (e_k − p)(e_k − p)ᵀ − (r·p) J]."""
-        omega, v, q, Sst, Y = p
-        M = Sst + jnp.outer(z, z) - q * eye
-        if kind == "softmax":
-            P = jax.nn.softmax(beta * M, axis=-1)
-            R = P - Y
-            rp = jnp.sum(R * P, axis=-1, keepdims=True)
-            G = 2 * beta * P * (R - rp)
-            J = P[:, :, None] * eye[None] - P[:, :, None] * P[:, None, :]
-            E = eye[None, :, :] - P[:, None, :]                      # E[i, k] = e_k − p_i
-            K = 2 * beta ** 2 * (jnp.einsum("ijk,ikl->ijl", J, J)
-                                 + jnp.einsum("ik,ikj,ikl->ijl", R * P, E, E)
-                                 - rp[:, :, None] * J)
-            Kz = jnp.einsum("ijl,l->ij", K, z)
-            zKz = Kz @ z
-            zK = z[:, None] * Kz
-            Hl = G + G.T + jnp.diag(zKz) + zK + zK.T + jnp.einsum("i,ijl->jl", z * z, K)
-        else:
-            G = 2 * (M - Y)
-            Hl = G + G.T + 4 * (jnp.dot(z, z) * eye + jnp.outer(z, z))
-        return (z - omega) / v + (G + G.T) @ z, eye / v + Hl
-
-    def prep(x, q0, warm, xi_t, eta, Sst, Htea):
-        q, m, v = x[0], x[1], x[2]
-        sq = jnp.sqrt(q)
-        sp = jnp.sqrt(jnp.maximum(q0 - jnp.where(q > 0, m * m / jnp.where(q > 0, q, 1.0), 0.0),
-                                  0.0))
-        omega = sq * xi_t
-        zeta = jnp.where(q > 0, m / jnp.where(q > 0, sq, 1.0), 0.0) * xi_t + sp * eta
-        A = A_base(zeta, Sst, Htea, q0) + q * eye
-        return omega, zeta, A
-
-    def hats_one(z, x, q0, xi_t, eta, omega, zeta, Sst, Htea):
-        q, v = x[0], x[2]
-        p = (omega, v, q, Sst, teacher(zeta, Htea, q0))
-        f = (z - omega) / v
-        lam, U = jacobi_eigh(grad_hess(z, p)[1])
-        Hinv = (U / lam) @ U.T
-        if kind == "reduced":
-            Afull = Htea + jnp.outer(zeta, zeta) - q0 * eye + q * eye
-            divz = 4.0 / v * (jnp.dot(zeta, z) * jnp.trace(Hinv) + z @ Hinv @ zeta)
-            dq = 2.0 * jnp.trace(Afull - jnp.outer(z, z))
-            train = jnp.sum((jnp.outer(z, z) - Afull) ** 2)
-        else:
-            gz = jax.grad(loss, argnums=0)
-            Jz = jax.jacfwd(gz, argnums=2)(z, q, zeta, Sst, Htea, q0)     # ∂_ζ ∇_z ℓ'
-            divz = -jnp.trace(Hinv @ Jz) / v
-            dq = jax.grad(loss, argnums=1)(z, q, zeta, Sst, Htea, q0)
-            train = loss(z, q, zeta, Sst, Htea, q0)
-        divw = (jnp.trace(Hinv) / v - T) / v
-        at = jnp.sum((eye - Hinv / v) ** 2)
-        F = jnp.sum((z - omega) ** 2) / (2 * v) + train
-        return dict(f2=jnp.dot(f, f), fxi=jnp.dot(f, xi_t), feta=jnp.dot(f, eta), divw=divw,
-                    divz=divz, dq=dq if explicit_q else 0.0 * dq, train=train, F=F, at=at)
-
-    @functools.partial(jax.jit, static_argnames=("full",))
-    def run(x, q0, warm, data, full=True):
-        """``full``: all starts (ω, ±e_max, warm); otherwise the warm start only (cheap polish
-        during the iteration; the flags are then meaningless and not used)."""
-        xi_t, eta, Sst, Htea = data["xi_t"], data["eta"], data["Sst"], data["Htea"]
-        omega, zeta, A = jax.vmap(prep, in_axes=(None, None, 0, 0, 0, 0, 0))(
-            x, q0, warm, xi_t, eta, Sst, Htea)
-        if full:
-            lam, U = jacobi_eigh(A)
-            e = U[:, :, -1] * jnp.sqrt(jnp.maximum(lam[:, -1], 0.0))[:, None]
-            starts = jnp.stack([omega, e, -e, warm], axis=1)
-        else:
-            starts = warm[:, None, :]
-        n = omega.shape[0]
-        Y = jax.vmap(teacher, in_axes=(0, 0, None))(zeta, Htea, q0)
-        p = (omega, jnp.full((n,), x[2]), jnp.full((n,), x[0]), Sst, Y)
-        r = multistart_prox(obj, starts, p, grad_hess=grad_hess)
-        z = r["z"]
-        outs = jax.vmap(hats_one, in_axes=(0, None, None, 0, 0, 0, 0, 0, 0))(
-            z, x, q0, xi_t, eta, omega, zeta, Sst, Htea)
-        outs.update(nonconvex=r["nonconvex"].astype(jnp.float64),
-                    multimin=r["multimin"].astype(jnp.float64),
-                    unconv=(~r["converged"]).astype(jnp.float64))
-        means = {k: jnp.mean(v) for k, v in outs.items()}
-        means["newton_iters"] = r["iters"]
-        return means, z
-
-    return run
-
-
-@functools.lru_cache(maxsize=None)
-def _test_fn(kind: str, beta: float, T: int):
-    """Jitted per-sample fresh-sequence test errors (T32): noisy and clean."""
-    sig = _sigma("softmax" if kind == "softmax" else "linear", beta)
-    eye = jnp.eye(T)
-
-    @jax.jit
-    def run(q, m, q0, xi_t, eta, St, Ht, Nt):
-        sq = jnp.sqrt(q)
-        sp = jnp.sqrt(jnp.maximum(q0 - jnp.where(q > 0, m * m / jnp.where(q > 0, q, 1.0), 0.0),
-                                  0.0))
-        om = sq * xi_t
-        ze = jnp.where(q > 0, m / jnp.where(q > 0, sq, 1.0), 0.0) * xi_t + sp * eta
-        P = sig(St + om[:, :, None] * om[:, None, :] - q * eye)
-        tea = Ht + ze[:, :, None] * ze[:, None, :] - q0 * eye
-        return (jnp.sum((P - sig(tea + Nt)) ** 2, axis=(-1, -2)),
-                jnp.sum((P - sig(tea)) ** 2, axis=(-1, -2)))
-
-    return run
+from ..solver_constants import (ANDERSON_MEMORY, BRANCH_SEARCH_CAP, BRANCH_SEARCH_SLOW,  # noqa: E402
+                                PHASE2_ROUNDS, REPEAT_CAP_FACTOR, RS_DOUBT_MULTIMIN,
+                                STALL_ITERATIONS, STEIN_THRESHOLD)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -364,7 +119,8 @@ def _prior(S: _Setup, qhat, mhat, vhat):
 
 
 def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = True,
-                  max_iter: int | None = None):
+                  max_iter: int | None = None, slow: int | None = None,
+                  discard_unconverged: bool = False):
     cfg = S.cfg
     run = _channel_fn(S.kind, S.beta, S.T, explicit_q)
     state = dict(warm=(jnp.zeros((S.n, S.T)) if warm0 is None else warm0),
@@ -374,6 +130,7 @@ def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = T
         q, m, v = _sanitize(x, S.q0)
         means, z = run(jnp.array([q, m, v]), S.q0, state["warm"], data, full=full)
         state["warm"] = z
+        state["last"] = ((q, m, v), means, full)
         return (q, m, v), means
 
     def step(x):
@@ -385,41 +142,60 @@ def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = T
 
     t0 = time.perf_counter()
     cap = max_iter if max_iter is not None else cfg.theory.max_iter
+    tol = cfg.theory.tol
 
-    def two_phases(x_start, first_full):
-        # phase 1: warm-start-only prox (cheap) to convergence; phase 2: the full multi-start
-        # map from there, so that the reported fixed point is the fixed point of the full map.
-        # Phase 1 is Anderson-accelerated; a phase 1 that does not converge is reported as such
-        # without a (costly, equally failing) full phase 2.
-        state["phase2"] = False
-        state["full"] = first_full
-        sol1 = damped_fixed_point(step, np.asarray(x_start, float), damping=cfg.theory.damping,
-                                  tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY,
-                                  stall=STALL_ITERATIONS)
-        if not sol1.converged:
-            return sol1
-        state["phase2"] = state["full"] = True
-        sol2 = damped_fixed_point(step, sol1.value, damping=cfg.theory.damping,
-                                  tol=cfg.theory.tol, max_iter=cap, anderson=ANDERSON_MEMORY,
-                                  stall=STALL_ITERATIONS)
-        return dataclasses.replace(sol2, iterations=sol1.iterations + sol2.iterations)
+    def two_phases(x_start, first_full, budget):
+        # phase 1: warm-start-only prox (cheap), Anderson-accelerated, to convergence; then one
+        # step of the full multi-start map. If no sample's best minimum changed, that step is
+        # within tol: the point is the fixed point of the full map. Otherwise phase 1 resumes
+        # from the minima the full map chose (up to PHASE2_ROUNDS rounds, then "stalled": the
+        # branch choice cycles). A phase 1 that does not converge is reported as such without
+        # the (costly, equally failing) full step. ``budget`` caps all iterations together:
+        # theory.max_iter caps the whole solve of a branch, Stein retry included.
+        x, used, full_first = np.asarray(x_start, float), 0, first_full
+        kw = dict(damping=cfg.theory.damping, tol=tol, anderson=ANDERSON_MEMORY)
+        for _ in range(PHASE2_ROUNDS):
+            state["phase2"], state["full"] = False, full_first
+            sol1 = damped_fixed_point(step, x, max_iter=max(budget - used - 1, 1),
+                                      stall=STALL_ITERATIONS, slow=slow, **kw)
+            used += sol1.iterations
+            if not sol1.converged or budget - used < 1:
+                return dataclasses.replace(sol1, iterations=used)
+            state["phase2"] = state["full"] = True
+            sol2 = damped_fixed_point(step, sol1.value, max_iter=1, **kw)
+            used += 1
+            if sol2.converged:
+                return dataclasses.replace(sol2, iterations=used)
+            x, full_first = sol2.value, False
+        return dataclasses.replace(sol2, result="stalled", iterations=used)
 
     state["force_stein"] = False
-    sol = two_phases(x0, warm0 is None)
+    state["last"] = None
+    sol = two_phases(x0, warm0 is None, cap)
     stein_retry = False
-    if sol.result == "stalled":
+    if sol.result == "stalled" and cap - sol.iterations >= 2:
         # a stall of the derivative-form map: a few samples near a fold of the prox (an
         # isolated second minimum) make the derivative hats jump between iterates. The Stein
         # forms hold for any measurable prox (they include the jumps): retry with them, from
-        # the same start; kept only if it converges (§9)
+        # the same start, within the iterations left; kept only if it converges (§9)
         state["force_stein"] = True
-        retry = two_phases(x0, True)
+        retry = two_phases(x0, True, cap - sol.iterations)
         if retry.converged:
             sol, stein_retry = dataclasses.replace(
                 retry, iterations=sol.iterations + retry.iterations), True
         else:
             state["force_stein"] = False
-    (q, m, v), means = evaluate(sol.value, True)
+    if discard_unconverged and not sol.converged:   # a branch search the caller drops
+        return dict(converged=False, result=sol.result, iterations=sol.iterations), None
+    last = state["last"]
+    xs = np.array(_sanitize(sol.value, S.q0))
+    if (sol.converged and last is not None and last[2]
+            and np.max(np.abs(xs - np.array(last[0]))) <= tol * (1.0 + np.max(np.abs(xs)))):
+        # the last map evaluation was the full map at the previous iterate, within tol of the
+        # fixed point: report that point with its sample means (no second full evaluation)
+        (q, m, v), means = last[0], last[1]
+    else:
+        (q, m, v), means = evaluate(sol.value, True)
     qhat, mhat, vhat, stein = _hats(S, means, q, m, v, state["force_stein"])
     al, lam, q0 = S.alpha, S.lam, S.q0
     train = float(means["train"])
@@ -509,7 +285,10 @@ def _find_branches(S: _Setup, data: dict, starts, *, explicit_q=True):
     found = []
     for index, (name, x0, warm) in enumerate(starts):
         cap = None if index == 0 else min(BRANCH_SEARCH_CAP, S.cfg.theory.max_iter)
-        r, z = _solve_branch(S, data, x0, warm, explicit_q=explicit_q, max_iter=cap)
+        # a second start abandons as soon as its rate predicts no convergence within the cap
+        r, z = _solve_branch(S, data, x0, warm, explicit_q=explicit_q, max_iter=cap,
+                             slow=None if index == 0 else BRANCH_SEARCH_SLOW,
+                             discard_unconverged=index > 0)
         if index > 0 and not r["converged"]:
             continue
         r["start"] = name
@@ -526,12 +305,14 @@ def _aggregate(S: _Setup, rep_metrics) -> tuple[dict, dict]:
     keys = ["q", "m", "overlap", "train_error", "objective", "test_error", "test_error_clean"]
     mean = {k: float(np.mean([r[k] for r in rep_metrics])) for k in keys}
     R = len(rep_metrics)
+    # one repeat: the spread over repeats cannot be estimated -> None (unknown), never 0.0;
+    # the closed forms (linear test errors) are then unknown as well (they inherit q, m)
     err = {k: (float(np.std([r[k] for r in rep_metrics], ddof=1) / math.sqrt(R)) if R > 1
-               else 0.0) for k in keys}
+               else None) for k in keys}
     if not S.linear:   # add the within-draw MC error of the sampled test formula
         for k, kk in (("test_error", "se_test"), ("test_error_clean", "se_clean")):
             within = math.sqrt(np.mean([r[kk] ** 2 for r in rep_metrics]) / R)
-            err[k] = math.sqrt(err[k] ** 2 + within ** 2)
+            err[k] = math.sqrt(err[k] ** 2 + within ** 2) if err[k] is not None else None
     base, _, base_e, _ = noise.baseline_error(S.cfg, S.pre, S.c)
     metrics = dict(mean, q0star=S.q0, baseline_error=base)
     err.update(baseline_error=base_e, q0star=0.0,
@@ -628,52 +409,6 @@ def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = N
     return _solve_setup(_Setup(cfg, pre), init=init, repeats=repeats, explicit_q=explicit_q)
 
 
-LEARNED_C_XTOL = 1e-3      # absolute tolerance of the learned recalibration c
-
-
-def solve_learned_c(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = None,
-                    explicit_q: bool = True) -> FinetuneState:
-    """(M11 "learned", T31) c trained jointly with w, unpenalised.
-
-    c is one scalar, so the joint ERM is min_c [min_w L'(w; c)/d]; at the RS saddle the inner
-    minimum is the objective α'·train + λ'q of the fixed point at fixed c (φ = objective, T31),
-    hence c_learned = argmin_c objective(c) and (q, m, v) are the fixed point at c_learned
-    (envelope theorem: ∂φ/∂c = 0 there is T31's stationarity). Bounded Brent minimisation on
-    [0, 2·max(1, M/Q) + 1] with common random draws (objective(c) is then smooth in c),
-    warm-started along the evaluations; a minimiser on the boundary is flagged.
-    """
-    from scipy.optimize import minimize_scalar
-
-    if cfg.finetune.selection == "largest_sensitivity" and cfg.rho < 1:
-        raise NotImplementedError(
-            "recalibrate = 'learned' with selection = 'largest_sensitivity': the simulator scores "
-            "the pool at the initial c = 1, before c is learned; use a number or 'optimal'")
-    state = {"init": init}
-    evaluations = []
-
-    def objective(c):
-        st = _solve_setup(_Setup(cfg, pre, c=c), init=state["init"], repeats=1,
-                          explicit_q=explicit_q)
-        state["init"] = st
-        evaluations.append((float(c), float(st.metrics["objective"]), bool(st.solver["converged"])))
-        return st.metrics["objective"]
-
-    upper = 2.0 * max(1.0, pre.M / pre.Q) + 1.0
-    res = minimize_scalar(objective, bounds=(0.0, upper), method="bounded",
-                          options={"xatol": LEARNED_C_XTOL})
-    c_star = float(res.x)
-    final = _solve_setup(_Setup(cfg, pre, c=c_star), init=state["init"], repeats=repeats,
-                         explicit_q=explicit_q)
-    flags = list(final.flags)
-    if min(c_star, upper - c_star) < 10 * LEARNED_C_XTOL:
-        flags.append(f"learned c = {c_star:.4g} on the boundary of [0, {upper:.3g}]")
-    if not all(conv for _, _, conv in evaluations):
-        flags.append("a fixed point along the c minimisation did not converge")
-    solver = dict(final.solver, c_learned=c_star, c_evaluations=len(evaluations),
-                  c_minimiser_success=bool(res.success))
-    return dataclasses.replace(final, solver=solver, flags=tuple(flags))
-
-
 def solve_linear_reduced(cfg: Config, pre: PretrainState, *, init=None, repeats=None,
                          explicit_q: bool = True, delta: float | None = None) -> FinetuneState:
     """Linear σ, reduced form (T28): ℓ' = ‖A − zzᵀ‖²_F, A = ζζᵀ − q0*I + √Δ G + qI with Δ =
@@ -684,58 +419,5 @@ def solve_linear_reduced(cfg: Config, pre: PretrainState, *, init=None, repeats=
     return _solve_setup(S, init=init, repeats=repeats, explicit_q=explicit_q)
 
 
-def solve_curve(cfg: Config, pre: PretrainState, alphas, *, repeats: int = 1) -> dict:
-    """Continuation in α' (T28–T31) with two tracks (informative / uninformative), warm-started
-    in (q, m, v) and in the per-sample prox solutions; frozen draws shared along the curve.
-
-    Returns dict(alphas, states (global, per α'), branches (per α', every distinct fixed point),
-    spinodals (list of (α'_left, α'_right, 'appears'|'disappears', label))). A spinodal is recorded
-    where the number of distinct branches changes between neighbouring α'.
-    ``repeats`` > 1 re-solves the global branch on independent draws (MC errors)."""
-    alphas = [float(a) for a in alphas]
-    key = jax.random.PRNGKey(cfg.theory.seed)
-    S0 = _Setup(cfg.replace(finetune={"alpha": alphas[0]}), pre)
-    data = S0.data(key)
-    tracks = None
-    states, branches_all, labels = [], [], []
-    t0 = time.perf_counter()
-    for al in alphas:
-        cfg_a = cfg.replace(finetune={"alpha": al})
-        S = _Setup(cfg_a, pre)
-        if tracks is None:
-            starts = [(n, x, None) for n, x in _initial_points(S)]
-        else:
-            starts = [(n, np.array([r["q"], r["m"], r["v"]]), z) for n, (r, z) in tracks.items()]
-        res = []
-        for name, x0, warm in starts:
-            r, z = _solve_branch(S, data, x0, warm)
-            r["start"], r["label"] = name, _label(r)
-            res.append((name, r, z))
-        tracks = {name: (r, z) for name, r, z in res}
-        found = []
-        for _, r, _ in res:
-            if all(_distinct(r, f) for f in found):
-                found.append(r)
-        found.sort(key=lambda r: r["objective"])
-        best = found[0]
-        reps = [_metrics_of(S, data, best)]
-        for i in range(1, repeats):
-            d_i = S.data(jax.random.fold_in(key, i))
-            r_i, _ = _solve_branch(S, d_i, np.array([best["q"], best["m"], best["v"]]),
-                                   max_iter=_repeat_cap(S, best))
-            reps.append(_metrics_of(S, d_i, r_i))
-        flags = ["RS doubtful"] if best["rs_doubtful"] else []
-        extra = dict(converged=best["converged"], iterations=best["iterations"],
-                     branch=best["label"], n_branches=len(found), lambda_AT=best["lambda_AT"],
-                     frac_multimin=best["frac_multimin"], rs_doubtful=best["rs_doubtful"])
-        states.append(_state_from(S, best, [_branch_record(r) for r in found], reps, extra, flags))
-        branches_all.append([_branch_record(r) for r in found])
-        labels.append(sorted(r["label"] for r in found))
-    spinodals = []
-    for i in range(1, len(alphas)):
-        a, b = labels[i - 1], labels[i]
-        if len(a) != len(b):
-            kind = "appears" if len(b) > len(a) else "disappears"
-            spinodals.append((alphas[i - 1], alphas[i], kind, a if len(a) > len(b) else b))
-    return dict(alphas=alphas, states=states, branches=branches_all, spinodals=spinodals,
-                seconds=time.perf_counter() - t0)
+# learned c and continuation live in lora_curve (same protocol); re-exported here
+from .lora_curve import LEARNED_C_XTOL, solve_curve, solve_learned_c  # noqa: E402,F401

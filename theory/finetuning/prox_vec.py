@@ -22,11 +22,14 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-__all__ = ["jacobi_eigh", "batched_newton", "multistart_prox"]
+from ..prox import ldl_solve, modified_ldl
 
-_LADDER = 0.3 ** jnp.arange(0, 8)
+__all__ = ["jacobi_eigh", "sym_inverse", "batched_newton", "multistart_prox"]
+
+_LADDER = 0.3 ** np.arange(0, 8)   # numpy: a constant, whatever the trace context
 
 
 def jacobi_eigh(A, sweeps: int = 6):
@@ -68,13 +71,54 @@ def jacobi_eigh(A, sweeps: int = 6):
     return lam, V
 
 
+def sym_inverse(A):
+    """Exact inverse of one small symmetric non-singular matrix by an unrolled (unpivoted,
+    signed) L D Lᵀ elimination: elementwise jnp operations only (vmap for batches). Same value
+    as U diag(1/λ) Uᵀ from :func:`jacobi_eigh` (indefinite matrices included), without the
+    rotations."""
+    n = A.shape[-1]
+    L = [[None] * n for _ in range(n)]
+    D = [None] * n
+    for j in range(n):
+        dj = A[j, j]
+        for k in range(j):
+            dj = dj - L[j][k] * L[j][k] * D[k]
+        D[j] = dj
+        for i in range(j + 1, n):
+            v = A[i, j]
+            for k in range(j):
+                v = v - L[i][k] * L[j][k] * D[k]
+            L[i][j] = v / dj
+    cols = []
+    for c in range(n):                       # solve A x = e_c
+        y = [None] * n
+        for i in range(n):
+            v = jnp.asarray(1.0 if i == c else 0.0, A.dtype)
+            for k in range(i):
+                v = v - L[i][k] * y[k]
+            y[i] = v
+        x = [None] * n
+        for i in reversed(range(n)):
+            v = y[i] / D[i]
+            for k in range(i + 1, n):
+                v = v - L[k][i] * x[k]
+            x[i] = v
+        cols.append(jnp.stack(x))
+    return jnp.stack(cols, axis=-1)
+
+
 def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = 1e-10,
                    eig_floor: float = 1e-10, grad_hess=None, first_iter: int = 8,
-                   straggler_fraction: float = 1 / 16):
+                   straggler_fraction: float = 1 / 16, factor: str = "ldl"):
     """Minimise ``obj(z_i, p_i)`` for every problem i of the batch (z0: (P, T)).
 
     Returns dict z, f, converged, nonpd_path (Hessian not PD at some iterate), pd_end,
     iters. ``grad_hess(z, p) -> (g, H)`` (per problem) supplies analytic derivatives.
+
+    ``factor``: the saddle-free direction from a modified L D Lᵀ (``"ldl"``, default: pivots
+    |D_j| floored; 3× cheaper per step than the eigen-decomposition at T = 3, same minimisers)
+    or from the Jacobi eigen-decomposition (``"eigh"``: eigenvalues |λ| floored); both flag a
+    Hessian that is not positive definite (``nonpd_path``).
 
     Straggler compaction: a vectorised loop costs as many steps as its slowest problem, while
     most problems converge in a few (median 3–4 Newton steps at T = 3, 99th percentile ~9, a
@@ -95,13 +139,22 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = 1e-10,
         finite = jnp.all(jnp.isfinite(H), axis=(-1, -2)) & jnp.all(jnp.isfinite(g), axis=-1)
         H = jnp.where(finite[:, None, None], H, jnp.eye(z.shape[-1]))
         g = jnp.where(finite[:, None], g, 0.0)
-        lam, U = jacobi_eigh(H)
-        scale = jnp.maximum(jnp.abs(lam), eig_floor * (1.0 + jnp.max(jnp.abs(lam), -1,
-                                                                       keepdims=True)))
-        d = -jnp.einsum("pij,pj->pi", U, jnp.einsum("pji,pj->pi", U, g) / scale)
+        if factor == "ldl":
+            # modified L D Lᵀ (pivots |D_j| floored): the same saddle-free descent idea, an
+            # order cheaper than the Jacobi eigen-decomposition for K = T(T+1)/2 coordinates
+            floor = eig_floor * (1.0 + jnp.max(jnp.abs(jnp.diagonal(H, axis1=-2, axis2=-1)), -1))
+            L, D, pd = jax.vmap(modified_ldl)(H, floor)
+            d = -jax.vmap(ldl_solve)(L, D, g)
+            lam0 = jnp.where(pd, 1.0, -1.0)
+        else:
+            lam, U = jacobi_eigh(H)
+            scale = jnp.maximum(jnp.abs(lam), eig_floor * (1.0 + jnp.max(jnp.abs(lam), -1,
+                                                                           keepdims=True)))
+            d = -jnp.einsum("pij,pj->pi", U, jnp.einsum("pji,pj->pi", U, g) / scale)
+            lam0 = lam[:, 0]
         dmax = 10.0 * (1.0 + jnp.linalg.norm(z, axis=-1))
         d = d * jnp.minimum(1.0, dmax / (jnp.linalg.norm(d, axis=-1) + 1e-300))[:, None]
-        return g, d, lam[:, 0], finite
+        return g, d, lam0, finite
 
     def iterate(s, p, n_iter):
         """Newton steps on every not-done problem of ``s`` until all are done or n_iter."""
@@ -120,7 +173,7 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = 1e-10,
             k = jnp.argmax(ok, axis=-1)
             anyok = jnp.any(ok, axis=-1) & finite
             move = anyok & ~c["done"] & ~conv
-            z_new = jnp.where(move[:, None], z + _LADDER[k][:, None] * d, z)
+            z_new = jnp.where(move[:, None], z + jnp.asarray(_LADDER)[k][:, None] * d, z)
             return dict(z=z_new, it=c["it"] + 1, done=c["done"] | conv | ~anyok,
                         nonpd=c["nonpd"] | ((lmin <= 0) & ~c["done"]),
                         steps=c["steps"] + (~c["done"]).astype(jnp.int32))
@@ -155,14 +208,14 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = 1e-10,
 
 
 def multistart_prox(obj, starts, p, *, max_iter: int = 40, gtol: float = 1e-10,
-                    dist_tol: float = 1e-5, grad_hess=None):
+                    dist_tol: float = 1e-5, grad_hess=None, factor: str = "ldl"):
     """Batch of N samples, S starts each (``starts``: (N, S, T); start 0 must be ω; ``p``: leaves
     with leading axis N). Keeps the lowest F per sample. Returns z (N, T), f, nonconvex,
     multimin, converged (per sample)."""
     N, S, T = starts.shape
     pS = jax.tree_util.tree_map(lambda a: jnp.repeat(a, S, axis=0), p)
     res = batched_newton(obj, starts.reshape(N * S, T), pS, max_iter=max_iter, gtol=gtol,
-                         grad_hess=grad_hess)
+                         grad_hess=grad_hess, factor=factor)
     res = {k: (v.reshape(N, S, *v.shape[1:]) if k != "iters" else v) for k, v in res.items()}
     f = jnp.where(res["converged"], res["f"], jnp.inf)
     f = jnp.where(jnp.all(~res["converged"], -1, keepdims=True), res["f"], f)
@@ -174,4 +227,4 @@ def multistart_prox(obj, starts, p, *, max_iter: int = 40, gtol: float = 1e-10,
     distinct = good & take(good)[:, None] & (dz > dist_tol * (1.0 + jnp.max(jnp.abs(z), -1))[:, None])
     return dict(z=z, f=take(res["f"]), nonconvex=res["nonpd_path"][:, 0],
                 multimin=jnp.any(distinct, -1), converged=take(res["converged"]),
-                iters=res["iters"])
+                iters=res["iters"], best=i)

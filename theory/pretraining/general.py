@@ -30,10 +30,13 @@ only n_σ = T² + T − 2 of the T(T+1) entries carry information: the effective
 the near-interpolation warning.
 
 Iteration: x = (Q, M, V) with :func:`theory.fixed_point.damped_fixed_point` (Anderson-accelerated,
-memory ``ANDERSON_MEMORY``), in two phases: (1)
+memory ``ANDERSON_MEMORY``, constants in :mod:`theory.solver_constants`), in two phases: (1)
 the prox is warm-started only (from Ω + V f of the previous call: cheap), (2) the full map with
-all starts (§3.2: Ω, the interpolating point, the linearised prox, the warm start), iterated to the
-tolerance again; the reported fixed point is that of the full map. MC error (§9): the whole solve
+all starts (§3.2: Ω, the interpolating point, the linearised prox, the warm start): one full step,
+and if some sample's best minimum changed, phase 1 again from the minima it chose (rounds; the
+plain full-map iteration after ``PHASE2_ROUNDS`` of them); the reported fixed point is that of
+the full map, and its last full evaluation is the final one (not repeated). ``theory.max_iter``
+caps both phases together. MC error (§9): the whole solve
 is repeated over ``cfg.theory.mc_repeats`` independent frozen samples (repeat r uses
 ``fold_in(PRNGKey(seed), r)``), warm-started from the first solution; metrics are the mean over
 repeats and ``mc_err`` the standard error of that mean.
@@ -61,9 +64,8 @@ from . import priors
 __all__ = ["solve", "solve_curve", "Draws", "draw_channel", "channel_averages", "hats",
            "MULTIMIN_STEIN_THRESHOLD"]
 
-ANDERSON_MEMORY = 3   # Anderson mixing depth of the (Q, M, V) iteration (THEORY.md §9)
-STALL_ITERATIONS = 100          # no halving of the best residual in this many iterations: stalled
-MULTIMIN_STEIN_THRESHOLD = 1e-3  # §9: Stein hats when the multi-minimum fraction is ≥ this
+from ..solver_constants import ANDERSON_MEMORY, PHASE2_ROUNDS, STALL_ITERATIONS  # noqa: E402
+from ..solver_constants import STEIN_THRESHOLD as MULTIMIN_STEIN_THRESHOLD  # noqa: E402  (old name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,6 +153,7 @@ class _Problem:
         self.f_warm = None
         self.stein = False
         self.last = None  # (avg, hats, prior) of the last call
+        self.last_cold = False
         self.calls = 0
 
     def clip(self, x):
@@ -173,8 +176,10 @@ class _Problem:
         d = self.draws
         if self.f_warm is None:
             cold = True
+        # every full (cold) evaluation carries the output metrics (cheap next to the prox), so
+        # the last one of phase 2 is the final evaluation (no repeat of the multistart prox)
         avg, f = channel_averages(self.att, self.Q0, Q, M, V, d.g1, d.g2, d.xi, self.f_warm,
-                                  cold=cold, metrics=metrics)
+                                  cold=cold, metrics=metrics or cold)
         avg = {k: float(v) for k, v in avg.items()}
         self.f_warm = f
         self.calls += 1
@@ -183,6 +188,7 @@ class _Problem:
         h = hats(avg, alpha=self.alpha, Q=Q, M=M, Q0=self.Q0, stein=self.stein)
         p = self.prior(*h)
         self.last = ((Q, M, V), avg, h, p)
+        self.last_cold = cold
         return p
 
     def step(self, x, *, cold: bool):
@@ -219,13 +225,40 @@ def _solve_problem(prob: _Problem, x0) -> dict:
     # stall: with Stein hats (a map discontinuous at the resolution of the draws) the residual
     # can stop decreasing far above tol; stop then, reported as not converged ("stalled")
     kw = dict(damping=th.damping, tol=th.tol, anderson=ANDERSON_MEMORY, stall=STALL_ITERATIONS)
-    sol1 = damped_fixed_point(lambda x: prob.step(x, cold=False), x0, max_iter=th.max_iter, **kw)
-    x1 = sol1.value   # "nonfinite": the last iterate where the map was defined (or x0)
-    sol2 = damped_fixed_point(lambda x: prob.step(x, cold=True), x1,
-                              max_iter=max(th.max_iter - sol1.iterations, 50), **kw)
-    x = sol2.value
-    p = prob.evaluate(x, cold=True, metrics=True)
-    (Q, M, V), avg, (Qh, Mh, Vh), _ = prob.last
+    # theory.max_iter caps the two phases together: phase 1 keeps one iteration for phase 2,
+    # which always evaluates the full map at least once (the reported point is its fixed point)
+    # Phase 2 in rounds: one full-map (cold) step; if no sample's best minimum changed it is
+    # within tol (done); otherwise the warm phase resumes from the minima the full map chose.
+    # After PHASE2_ROUNDS rounds, or when phase 1 did not converge, the plain full-map
+    # iteration takes the iterations left (the fixed point reported is that of the full map).
+    cap = th.max_iter
+    warm_step, cold_step = (lambda x: prob.step(x, cold=False)), (lambda x: prob.step(x, cold=True))
+    sol1 = damped_fixed_point(warm_step, x0, max_iter=max(cap - 1, 1), **kw)
+    used, x1 = sol1.iterations, sol1.value   # "nonfinite": the last in-domain iterate (or x0)
+    sol2 = None
+    if sol1.converged:
+        for _ in range(PHASE2_ROUNDS):
+            sol2 = damped_fixed_point(cold_step, x1, max_iter=1, **kw)
+            used += 1
+            if sol2.converged or used >= cap:
+                break
+            solw = damped_fixed_point(warm_step, sol2.value, max_iter=max(cap - used - 1, 1), **kw)
+            used += solw.iterations
+            x1, sol2 = solw.value, None
+            if not solw.converged:
+                break
+    if sol2 is None or not (sol2.converged or used >= cap):
+        sol2 = damped_fixed_point(cold_step, x1, max_iter=max(cap - used, 1), **kw)
+        used += sol2.iterations
+    sol2_iterations = used - sol1.iterations
+    x = np.array(prob.clip(sol2.value))
+    last = prob.last
+    if not (sol2.converged and prob.last_cold and np.max(np.abs(x - np.array(last[0])))
+            <= th.tol * (1.0 + np.max(np.abs(x)))):
+        prob.evaluate(x, cold=True, metrics=True)
+    # else: the last full evaluation was at the previous iterate, within tol of the fixed point:
+    # report that point with its averages
+    (Q, M, V), avg, (Qh, Mh, Vh), p = prob.last
     pt = prob.cfg.pretrain
     alpha = prob.alpha
     penalty = pt.lam * Q if pt.estimator == "direct" else pt.lam * math.sqrt(pt.kappa) * p.tau_hat
@@ -237,7 +270,7 @@ def _solve_problem(prob: _Problem, x0) -> dict:
     return dict(x=np.array([Q, M, V]), hats=(Qh, Mh, Vh), prior=p, avg=avg, metrics=metrics,
                 penalty=penalty, phi=phi, obj_direct=obj_direct,
                 converged=sol2.converged, result=sol2.result,
-                iterations=sol1.iterations + sol2.iterations, iterations_full=sol2.iterations,
+                iterations=used, iterations_full=sol2_iterations,
                 residual=sol2.residual, seconds=time.perf_counter() - t0, stein=prob.stein)
 
 

@@ -1,0 +1,26 @@
+"""The constants of the RS solve protocol (THEORY.md §9), defined once for every solver.
+
+The symmetric and general LoRA channels (T28–T33), the general-σ pre-training (T6–T19) and the
+Bayes fine-tuning state evolution (T38–T40) all read these names from here (``grep`` shows one
+definition of each); they had drifted apart when each solver carried its own copy (stall window
+40 / 100 / none, Anderson memory 3 / 3 / 2, the Stein threshold defined twice).
+"""
+
+#: Anderson mixing depth of every order-parameter iteration (:func:`theory.fixed_point.damped_fixed_point`)
+ANDERSON_MEMORY = 3
+#: stop as "stalled" when the best residual has not halved in this many iterations (a Monte-Carlo
+#: map that is discontinuous at the resolution of its draws cycles instead of converging)
+STALL_ITERATIONS = 40
+#: multi-minimum fraction of the prox at or above which the Stein forms of the hats are used (§9)
+STEIN_THRESHOLD = 1e-3
+#: multi-minimum fraction above which a point is flagged "RS doubtful"
+RS_DOUBT_MULTIMIN = 1e-2
+#: iteration cap of the branch search from a second start (a start that has not converged by
+#: then drifts towards another fixed point) ...
+BRANCH_SEARCH_CAP = 30
+#: ... which also stops once its residual rate over this many iterations says it cannot converge
+BRANCH_SEARCH_SLOW = 8
+#: an MC repeat starts at the solved point: cap min(max_iter, max(100, this × its iterations))
+REPEAT_CAP_FACTOR = 4
+#: warm-phase / full-map-step rounds before the choice of prox minima is declared "stalled"
+PHASE2_ROUNDS = 6
