@@ -54,6 +54,7 @@ from . import noise
 from ..solver_constants import (ANDERSON_MEMORY, BRANCH_SEARCH_CAP, RS_DOUBT_MULTIMIN,
                                 STEIN_THRESHOLD)
 from .lora import _aggregate, _distinct, _flags, _label, _Setup
+from .lora_channel import start_target
 from .prox_vec import jacobi_eigh, multistart_prox, sym_inverse
 
 __all__ = ["solve", "linear_test_error"]
@@ -114,13 +115,7 @@ def _channel_fn(kind: str, beta: float, T: int):
         dz = z.reshape(T, 2) - omega
         return 0.5 * jnp.sum((dz @ Vinv) * dz) + loss(z, quv, zeta, Sst, Htea, q0)
 
-    def A_base(zeta, Sst, Htea, q0):
-        if kind == "softmax":
-            Y = sig(Htea + jnp.outer(zeta, zeta) - q0 * eye)
-            L = jnp.log(Y) / beta
-            X = (L - L.mean(-1, keepdims=True)) - (Sst - Sst.mean(-1, keepdims=True))
-            return 0.5 * (X + X.T)
-        return Htea - Sst + jnp.outer(zeta, zeta) - q0 * eye
+    A_base = functools.partial(start_target, kind, beta)
 
     def hats_one(z, Xi, eta, omega, zeta, Sst, Htea, Vinv, quv, q0):
         p = (omega, Vinv, quv, zeta, Sst, Htea, q0)

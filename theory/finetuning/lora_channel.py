@@ -121,6 +121,20 @@ class _Setup:
 # ------------------------------------------------------------------------------------------------
 # per-sample channel (jitted, vmapped)
 # ------------------------------------------------------------------------------------------------
+def start_target(kind: str, beta: float, zeta, Sst, Htea, q0):
+    """Target A of the LoRA score zzᵀ − qI, minus qI, from which the prox multistart takes its
+    spectral starts (T29): exact for linear σ (Htea − Sst + ζζᵀ − q0 I); for softmax the
+    symmetrised difference of row-centred log σ(teacher) and the row-centred student score (a
+    start only). Shared by the symmetric (T28) and general (T33) channels."""
+    eye = jnp.eye(zeta.shape[-1])
+    if kind == "softmax":
+        Y = jax.nn.softmax(beta * (Htea + jnp.outer(zeta, zeta) - q0 * eye), axis=-1)
+        L = jnp.log(Y) / beta
+        X = (L - L.mean(-1, keepdims=True)) - (Sst - Sst.mean(-1, keepdims=True))
+        return 0.5 * (X + X.T)
+    return Htea - Sst + jnp.outer(zeta, zeta) - q0 * eye
+
+
 def _sigma(kind: str, beta: float):
     if kind == "softmax":
         return lambda H: jax.nn.softmax(beta * H, axis=-1)
@@ -146,14 +160,7 @@ def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
         P = sig(Sst + jnp.outer(z, z) - q * eye)
         return jnp.sum((z - omega) ** 2) / (2 * v) + jnp.sum((P - Y) ** 2)
 
-    def A_base(zeta, Sst, Htea, q0):
-        """Target of zzᵀ − qI minus qI: linear exact; softmax from row-centred log σ (a start)."""
-        if kind == "softmax":
-            Y = sig(Htea + jnp.outer(zeta, zeta) - q0 * eye)
-            L = jnp.log(Y) / beta
-            X = (L - L.mean(-1, keepdims=True)) - (Sst - Sst.mean(-1, keepdims=True))
-            return 0.5 * (X + X.T)
-        return Htea - Sst + jnp.outer(zeta, zeta) - q0 * eye
+    A_base = functools.partial(start_target, kind, beta)
 
     def grad_hess(z, p):
         """Analytic ∇_z and ∇²_z of F = |z − ω|²/(2v) + ℓ'(z; q) (T29).
