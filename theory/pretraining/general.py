@@ -30,7 +30,9 @@ only n_σ = T² + T − 2 of the T(T+1) entries carry information: the effective
 the near-interpolation warning.
 
 Iteration: x = (Q, M, V) with :func:`theory.fixed_point.damped_fixed_point` (Anderson-accelerated,
-memory ``ANDERSON_MEMORY``, constants in :mod:`theory.solver_constants`), in two phases: (1)
+memory ``ANDERSON_MEMORY``, constants in :mod:`theory.solver_constants`), run in the unconstrained
+coordinates y = (log Q, atanh(M/√(Q Q0)), log V) (same fixed points; issue 14: towards
+interpolation V grows like 1/λ and an extrapolated step in (Q, M, V) could leave V > 0), in two phases: (1)
 the prox is warm-started only (from Ω + V f of the previous call: cheap), (2) the full map with
 all starts (§3.2: Ω, the interpolating point, the linearised prox, the warm start): one full step,
 and if some sample's best minimum changed, phase 1 again from the minima it chose (rounds; the
@@ -38,7 +40,7 @@ plain full-map iteration after ``PHASE2_ROUNDS`` of them); the reported fixed po
 the full map, and its last full evaluation is the final one (not repeated). ``theory.max_iter``
 caps both phases together. MC error (§9): the whole solve
 is repeated over ``cfg.theory.mc_repeats`` independent frozen samples (repeat r uses
-``fold_in(PRNGKey(seed), r)``), warm-started from the first solution; metrics are the mean over
+``fold_in(PRNGKey(seed), r)``), warm-started from the first converged solution; metrics are the mean over
 repeats and ``mc_err`` the standard error of that mean.
 """
 
@@ -191,9 +193,38 @@ class _Problem:
         self.last_cold = cold
         return p
 
+    def to_y(self, x) -> np.ndarray:
+        """(Q, M, V) → y = (log Q, atanh(M/√(Q Q0)), log V): the unconstrained iteration variables
+        of :func:`_solve_problem` (NaN stays NaN)."""
+        Q, M, V = (float(v) for v in x)
+        if not (np.isfinite(Q) and np.isfinite(M) and np.isfinite(V)):
+            return np.full(3, np.nan)
+        Q, V = max(Q, 1e-300), max(V, 1e-300)
+        rho = min(max(M / math.sqrt(Q * self.Q0), -1.0 + 1e-15), 1.0 - 1e-15)
+        return np.array([math.log(Q), math.atanh(rho), math.log(V)])
+
+    def to_x(self, y) -> np.ndarray:
+        """Inverse of :meth:`to_y`."""
+        y = np.asarray(y, float)
+        if not np.all(np.isfinite(y)):
+            return np.full(3, np.nan)
+        Q = math.exp(min(y[0], 700.0))
+        return np.array([Q, math.tanh(y[1]) * math.sqrt(Q * self.Q0), math.exp(min(y[2], 700.0))])
+
+    def in_domain(self, x) -> bool:
+        """Q > 0, V > 0 and M² < Q Q0 (the channel's s² = Q0 − M²/Q > 0)."""
+        Q, M, V = (float(v) for v in x)
+        return Q > 0.0 and V > 0.0 and M * M < Q * self.Q0
+
     def step(self, x, *, cold: bool):
-        """The RS map on x = (Q, M, V); NaN where the hats leave the prior's domain (the driver
-        then backtracks, :func:`theory.fixed_point.damped_fixed_point`)."""
+        """The RS map on x = (Q, M, V); NaN where the hats leave the prior's domain or x itself
+        lies outside Q > 0, V > 0, M² < Q Q0 (the driver then backtracks,
+        :func:`theory.fixed_point.damped_fixed_point`). An Anderson extrapolation can overshoot
+        to V < 0 (measured: softmax T = 2, α = 0.2, λ = 10⁻³, from V = 14 on the way to V = 122);
+        clipped to V = 10⁻¹², Q = 10⁻¹² such an iterate used to land in the corner where the
+        Stein hats divide by √Q and the solve never came back (issue 14)."""
+        if not self.in_domain(x):
+            return np.full(3, np.nan)
         try:
             p = self.evaluate(x, cold=cold)
         except priors.HatDomainError:
@@ -232,8 +263,15 @@ def _solve_problem(prob: _Problem, x0) -> dict:
     # After PHASE2_ROUNDS rounds, or when phase 1 did not converge, the plain full-map
     # iteration takes the iterations left (the fixed point reported is that of the full map).
     cap = th.max_iter
-    warm_step, cold_step = (lambda x: prob.step(x, cold=False)), (lambda x: prob.step(x, cold=True))
-    sol1 = damped_fixed_point(warm_step, x0, max_iter=max(cap - 1, 1), **kw)
+    # The iteration runs in unconstrained coordinates y = (log Q, atanh(M/√(Q Q0)), log V)
+    # (same fixed points; tol on relative changes of Q and V): damped and Anderson steps cannot
+    # leave Q > 0, V > 0, M² < Q Q0, and V, which grows like 1/λ towards interpolation, moves
+    # geometrically (issue 14: in (Q, M, V) an extrapolation from V = 14 towards V = 122 went to
+    # V < 0; the backtracks that followed raised the damping to 0.95 and the solve stalled).
+    to_y, to_x = prob.to_y, prob.to_x
+    warm_step = lambda y: to_y(prob.step(to_x(y), cold=False))
+    cold_step = lambda y: to_y(prob.step(to_x(y), cold=True))
+    sol1 = damped_fixed_point(warm_step, to_y(x0), max_iter=max(cap - 1, 1), **kw)
     used, x1 = sol1.iterations, sol1.value   # "nonfinite": the last in-domain iterate (or x0)
     sol2 = None
     if sol1.converged:
@@ -251,7 +289,7 @@ def _solve_problem(prob: _Problem, x0) -> dict:
         sol2 = damped_fixed_point(cold_step, x1, max_iter=max(cap - used, 1), **kw)
         used += sol2.iterations
     sol2_iterations = used - sol1.iterations
-    x = np.array(prob.clip(sol2.value))
+    x = np.array(prob.clip(to_x(sol2.value)))
     last = prob.last
     if not (sol2.converged and prob.last_cold and np.max(np.abs(x - np.array(last[0])))
             <= th.tol * (1.0 + np.max(np.abs(x)))):
@@ -369,7 +407,10 @@ def solve(cfg: Config, *, init: PretrainState | Sequence[float] | None = None) -
     runs = []
     for r in range(cfg.theory.mc_repeats):
         prob = _Problem(cfg, _draws(cfg, r), alpha)
-        runs.append(_solve_problem(prob, x0 if r == 0 else runs[0]["x"]))
+        # a repeat starts at the first converged repeat's fixed point (x0 while none converged:
+        # a lost first repeat used to drag every repeat with it)
+        start = next((run["x"] for run in runs if run["converged"]), x0)
+        runs.append(_solve_problem(prob, start))
     return _combine(cfg, alpha, runs, time.perf_counter() - t0)
 
 
