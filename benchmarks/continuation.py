@@ -13,7 +13,7 @@ and the table prints the wall times, their ratio and, per point, the values of b
 MC errors and z = (new − old)/√(err_old² + err_new²).
 
 Usage: python benchmarks/continuation.py curve|mismatch|optimize --old /tmp/old_speed --new .
-       [--points 30] [--cells 6] [--json out.json]
+       [--points 30] [--cells 6] [--cheap] [--json out.json]
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from theory.compile_cache import enable_compilation_cache
 enable_compilation_cache(os.environ["CMP_CACHE"])
 from theory.config import Config
 task, args = os.environ["CMP_TASK"], json.loads(os.environ["CMP_ARGS"])
+base = args.get("base", {})      # section -> {field: value} on top of the default config
+BASE = Config().replace(**base)
 out = {}
 if task == "curve":
     from simulations.sweeps import load_spec, run_sweep
@@ -42,6 +44,9 @@ if task == "curve":
     with open(os.path.join(tmp, "s.toml"), "w") as fh:
         fh.write(f'[sweep]\nname = "bench"\nrun = ["theory"]\ncontinuation = "finetune.alpha"\n'
                  f'[sweep.grid]\n"finetune.alpha" = [{alphas}]\n')
+        for section, fields in base.items():
+            fh.write(f"[base.{section}]\n" + "".join(f"{k} = {json.dumps(v)}\n"
+                                                      for k, v in fields.items()))
     spec = load_spec(os.path.join(tmp, "s.toml"))
     run_sweep(spec, os.path.join(tmp, "store"), workers=0, progress=False)
     rows = {}
@@ -58,7 +63,7 @@ if task == "curve":
     out["rows"] = rows
 elif task == "mismatch":
     from theory.applications.mismatch import mismatch_map
-    m = mismatch_map(Config(), "finetune.alpha", args["xs"], "finetune.lam", args["ys"],
+    m = mismatch_map(BASE, "finetune.alpha", args["xs"], "finetune.lam", args["ys"],
                      progress=lambda d, t, w: print(f"[{d}/{t}] {w}", file=sys.stderr, flush=True))
     out["rows"] = {f"{mode} x={x:g} y={y:g}": {
         "test_error": [m.test_error[mode][i, j], m.test_error_err[mode][i, j]],
@@ -66,12 +71,13 @@ elif task == "mismatch":
         for mode in m.test_error for i, x in enumerate(m.x_values) for j, y in enumerate(m.y_values)}
 elif task == "optimize":
     from theory.applications.optimal_pretraining import optimize_pretraining
-    r = optimize_pretraining(Config())
+    r = optimize_pretraining(BASE)
     out["rows"] = {c: {"choice": b["choice"], "finetune.test_error": b["metrics"].get("finetune.test_error"),
                        "finetune.overlap": b["metrics"].get("finetune.overlap"),
                        "pretrain.test_error": b["metrics"].get("pretrain.test_error")}
                    for c, b in r.best.items()}
     out["evaluated"] = len(r.scan)
+    out["pretrain_only"] = sum(p["metrics"].get("stage") == "pretrain" for p in r.scan)
 elif task == "warm":
     from theory.predict import predict
     predict(Config().replace(theory={"mc_samples": 200, "mc_repeats": 1, "max_iter": 5}))
@@ -113,19 +119,29 @@ def main():
     ap.add_argument("--old", default="/tmp/old_speed")
     ap.add_argument("--new", default=".")
     ap.add_argument("--points", type=int, default=30)
+    ap.add_argument("--take", type=int, default=0,
+                    help="solve only the first TAKE points of the curve (same spacing)")
     ap.add_argument("--cells", type=int, default=6)
     ap.add_argument("--no-warm", action="store_true")
+    ap.add_argument("--cheap", action="store_true",
+                    help="linear attention, direct pre-training, N = 400 x 2 repeats (the "
+                         "algorithm's cost in solves, cheaply; not the issue's targets)")
     ap.add_argument("--json")
     args = ap.parse_args()
     import numpy as np
 
     if args.task == "curve":
-        targs = {"alphas": [round(float(a), 4) for a in np.linspace(1.0, 5.0, args.points)]}
+        alphas = np.linspace(1.0, 5.0, args.points)[:args.take or args.points]
+        targs = {"alphas": [round(float(a), 4) for a in alphas]}
     elif args.task == "mismatch":
         targs = {"xs": [round(float(a), 4) for a in np.linspace(1.0, 5.0, args.cells)],
                  "ys": [round(float(v), 6) for v in np.geomspace(0.01, 1.0, args.cells)]}
     else:
         targs = {}
+    if args.cheap:
+        targs["base"] = {"model": {"attention": "linear", "T": 2},
+                         "pretrain": {"estimator": "direct", "alpha": 0.2},
+                         "theory": {"mc_samples": 400, "mc_repeats": 2}}
     dirs = {"old": args.old, "new": args.new}
     caches = {w: f"/tmp/hdlora_cont_cache_{w}" for w in dirs}
     if not args.no_warm:
@@ -146,7 +162,8 @@ def main():
           f"ratio new/old {n['process'] / o['process']:.2f} (load {o['load_before']:.1f} / "
           f"{n['load_before']:.1f})")
     if args.task == "optimize":
-        print(f"evaluated: old {o.get('evaluated')}, new {n.get('evaluated')}")
+        print(f"choices evaluated: old {o.get('evaluated')}, new {n.get('evaluated')} (of which "
+              f"pre-training only: new {n.get('pretrain_only')})")
         for c in o["rows"]:
             print(f"| {c} | old {o['rows'][c]} | new {n['rows'].get(c)} |")
     else:
