@@ -160,7 +160,10 @@ def test_optimize_pretraining_reports_progress_and_solves_pretraining_criteria_c
     lines = []
     result = opt.optimize_pretraining(cfg, over=["pretrain.lam"], grid_points=5, refine_steps=2,
                                       progress=lines.append)
-    assert len(lines) == len(calls) >= len(result.scan) and all(l.startswith("[") for l in lines)
+    evaluated = [line for line in lines if line.startswith("[")]
+    solved = [line for line in lines if line.startswith("    pre-training at")]
+    assert len(evaluated) == len(calls) >= len(result.scan)
+    assert len(solved) == len(result.scan) and len(lines) == len(evaluated) + len(solved)
     stages = [p["metrics"].get("stage") for p in result.scan]
     assert stages.count("pretrain") >= 2 and stages[:5] == [None] * 5   # grid: every stage
     # continuation: every solve after the first fine-tuning one starts from a neighbour

@@ -132,6 +132,10 @@ def optimize_pretraining(cfg: Config, over=("pretrain.lam",), *, recalibrate: bo
                                    else predict_pretraining(point, start=warm))
                 except (ValueError, ArithmeticError) as err:   # solved once, failed once
                     states[key] = err
+                if progress is not None:   # a softmax pre-training solve takes a while: say so
+                    progress(f"    pre-training at {_where(choice)} solved "
+                             f"({'from a neighbour' if warm is not None else 'cold'}) in "
+                             f"{time.perf_counter() - t0:.1f} s")
             if isinstance(states[key], Exception):
                 raise states[key]
             stages = ("pretrain", "finetune") if full else ("pretrain",)
@@ -194,9 +198,13 @@ def _frozen(cfg: Config, pre) -> dict:
         return {}
 
 
+def _where(choice: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in choice.items()) or "(config)"
+
+
 def _progress_line(n: int, choice: dict, metrics: dict, full: bool, seconds: float) -> str:
-    where = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                      for k, v in choice.items()) or "(config)"
+    where = _where(choice)
     if metrics.get("failed"):
         return f"[{n}] {where}: failed ({metrics['failed']}) {seconds:.1f} s"
     shown = ["pretrain.test_error"] + (["finetune.test_error", "finetune.overlap"] if full else [])
