@@ -216,7 +216,8 @@ def _optimize(args, cfg) -> int:
     from theory.applications.optimal_pretraining import optimize_pretraining
 
     result = optimize_pretraining(cfg, over=args.over or ["pretrain.lam"],
-                                  recalibrate=args.recalibrate)
+                                  recalibrate=args.recalibrate,
+                                  progress=lambda text: print(text, file=sys.stderr, flush=True))
     if args.json:
         print(dumps({"fields": result.fields, "best": result.best, "scan": result.scan}))
         return 0

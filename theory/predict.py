@@ -30,7 +30,7 @@ from .states import FinetuneState, PretrainState
 
 __all__ = ["predict", "predict_pretraining", "predict_finetuning", "pretrain_state_from_measured",
            "predict_bayes_bound", "merge_bayes_bound", "bayes_bound_key", "pretrain_key",
-           "converged"]
+           "converged", "continuation_start"]
 
 
 #: metrics fixed by the config alone (q0* a field, Q0 the teacher norm): exact whatever the MC
@@ -122,23 +122,68 @@ def _float(x):
     return float(x)
 
 
-def predict_pretraining(cfg: Config) -> PretrainState:
-    """Pre-training fixed point (dispatch in :mod:`theory.pretraining`)."""
+def _general_pretraining(cfg: Config) -> bool:
+    """True when :func:`theory.pretraining.solve_pretraining` dispatches to the RS iteration
+    (:func:`theory.pretraining.general.solve`, softmax), the one solve a start can shorten; the
+    linear direct / factorized ones are closed forms, the Bayes one a state evolution."""
+    return cfg.pretrain.estimator != "bayes" and cfg.model.attention != "linear"
+
+
+def predict_pretraining(cfg: Config, *, start: PretrainState | None = None) -> PretrainState:
+    """Pre-training fixed point (dispatch in :mod:`theory.pretraining`). ``start``: a
+    neighbouring point's state to start the RS iteration from (continuation; used where the
+    solver iterates, ignored for the closed forms); the state records it in ``solver["start"]``."""
+    if start is not None and _general_pretraining(cfg):
+        from .pretraining import general
+
+        state = general.solve(cfg, init=start)
+        return replace(state, solver={**state.solver,
+                                      "start": [float(start.Q), float(start.M), float(start.V)]})
     from .pretraining import solve_pretraining
 
     return solve_pretraining(cfg)
 
 
-def predict_finetuning(cfg: Config, pre: PretrainState) -> FinetuneState:
+def continuation_start(result) -> tuple[float, float, float] | None:
+    """The fine-tuning start a neighbouring point gives (continuation along a curve): (q, m, v)
+    of the branch it selected, on its first MC draw (the draw the next point's branch search
+    uses too), from a :func:`predict` result, a stored sweep record's ``diagnostics`` or a
+    ``FinetuneState``; None where there is none to continue (the solve failed or did not
+    converge, general u vᵀ LoRA, whose start needs the full 2 × 2 order parameters)."""
+    if result is None:
+        return None
+    if isinstance(result, FinetuneState):
+        return (float(result.q), float(result.m), float(result.v)) \
+            if result.solver.get("converged", True) and "order_parameters" not in result.solver \
+            else None
+    solver = (result or {}).get("solver") or {}
+    fin, branches = solver.get("finetune") or {}, solver.get("branches") or []
+    if not branches or not fin.get("converged") or str(fin.get("kind", "")).startswith("general"):
+        return None
+    best = branches[0]   # sorted by objective: the selected (global) branch
+    try:
+        q, m, v = (float(best[k]) for k in ("q", "m", "v"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (q, m, v) if all(map(math.isfinite, (q, m, v))) and q > 0 and v > 0 else None
+
+
+def predict_finetuning(cfg: Config, pre: PretrainState, *, start=None) -> FinetuneState:
     """LoRA RS fixed point fed by the pre-training order parameters: symmetric w wᵀ (T28–T32)
-    or general u vᵀ (T33)."""
+    or general u vᵀ (T33). ``start``: (q, m, v) of a neighbouring point (see
+    :func:`continuation_start`), tried as one more start *before* the solver's own informative
+    and uninformative ones, which still run at every point: the branch search, the choice of the
+    global branch by free energy and every flag are those of a cold solve, so a warm start never
+    hides a second branch (symmetric LoRA only; the general u vᵀ solve ignores it)."""
     if cfg.finetune.lora == "general":
         from .finetuning import general_lora
 
         return general_lora.solve(cfg, pre)
     from .finetuning import lora
 
-    return lora.solve(cfg, pre)
+    state = lora.solve(cfg, pre, init=None if start is None else tuple(map(float, start)))
+    return replace(state, solver={**state.solver,
+                                  "start": None if start is None else list(map(float, start))})
 
 
 def pretrain_state_from_measured(pre: PretrainState, *, Q: float, M: float, Q0: float,
@@ -151,12 +196,20 @@ def pretrain_state_from_measured(pre: PretrainState, *, Q: float, M: float, Q0: 
 
 
 def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool = False,
-            stages: tuple[str, ...] = ("pretrain", "finetune")) -> dict:
-    """Every metric of MODEL.md §4 predicted for ``cfg`` (see the module docstring)."""
-    start = time.perf_counter()
+            stages: tuple[str, ...] = ("pretrain", "finetune"), start=None,
+            pre_start: PretrainState | None = None) -> dict:
+    """Every metric of MODEL.md §4 predicted for ``cfg`` (see the module docstring).
+
+    Continuation along a curve: ``start`` is a neighbouring point's :func:`predict` result (or
+    its (q, m, v), :func:`continuation_start`) for the fine-tuning solve, ``pre_start`` a
+    neighbouring pre-training state (used when ``pre`` is not given); both are extra starts,
+    the branch search and flags of each point are its own (:func:`predict_finetuning`)."""
+    t_start = time.perf_counter()
     out: dict = {"config": cfg.to_dict(), "solver": {}, "flags": []}
+    if start is not None and not (isinstance(start, tuple) and len(start) == 3):
+        start = continuation_start(start)
     if pre is None:
-        pre = predict_pretraining(cfg)
+        pre = predict_pretraining(cfg, start=pre_start)
     out["pretrain"] = {k: _entry(pre.metrics, pre.mc_err, k, _single_repeat(pre))
                        for k in PRETRAIN_METRICS}
     out["solver"]["pretrain"] = dict(pre.solver)
@@ -165,7 +218,7 @@ def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool 
     out["delta_eff"] = out["delta_eff_train"] = None
     out["bayes_finetune"] = None
     if "finetune" in stages:
-        fin = predict_finetuning(cfg, pre)
+        fin = predict_finetuning(cfg, pre, start=start)
         out["finetune"] = {k: _entry(fin.metrics, fin.mc_err, k, _single_repeat(fin))
                            for k in FINETUNE_METRICS}
         for k in _FROZEN:
@@ -179,7 +232,7 @@ def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool 
         out["flags"] += [f"finetune: {f}" for f in fin.flags]
         if bayes_bound:
             merge_bayes_bound(out, predict_bayes_bound(cfg, pre))
-    out["meta"] = {**provenance(), "seconds": time.perf_counter() - start}
+    out["meta"] = {**provenance(), "seconds": time.perf_counter() - t_start}
     return out
 
 

@@ -3,6 +3,12 @@
 * Theory: one task per curve (the points sharing every axis but ``sweep.continuation`` and the
   ``sim.*`` axes; each point otherwise), each point written as soon as it is solved. Points that
   differ only in ``sim.*`` fields (``sim.d``, seeds, optimiser settings) are solved once.
+  Continuation: the points of a curve are solved in the order of ``sweep.continuation``, each
+  fine-tuning solve started from its neighbour's solution (read from the neighbour's record, so
+  a resumed curve continues from the points an earlier run finished) as one more start: every
+  point still runs its own branch search from the cold starts and carries its own flags
+  (:func:`theory.predict.predict_finetuning`), so a second branch along the curve is found, not
+  followed past silently.
 * Pre-training theory (when the fine-tuning stage runs): one task per :func:`theory.predict.pretrain_key`,
   its state passed to every curve and Bayes-bound task that needs it.
 * Bayes bound (``sweep.bayes_bound``): one task per :func:`theory.predict.bayes_bound_key` (it
@@ -210,12 +216,20 @@ class _Pass:
         for curve in spec.curves():
             self.flight.make_room()
             groups: dict[str, list] = {}
+            # continuation: every theory group's predecessor along the curve (its alias ids,
+            # finished or not), whose solution the curve task starts the group's solve from
+            order: dict[str, list] = {}
             for p in curve:
+                order.setdefault(theory_key(p.config), []).append(p.point_id)
                 if self._take("theory", p.point_id):
                     groups.setdefault(theory_key(p.config), []).append(_point_task(p))
             todo = list(groups.values())
             if not todo:
                 continue
+            keys = list(order)
+            previous = {k: (order[keys[i - 1]] if i > 0 and spec.continuation else [])
+                        for i, k in enumerate(keys)}
+            before = [previous[k] for k in groups]
             bounds, states = {}, {}
             if "finetune" in spec.stages:
                 # the pre-training theory is solved once per sweep for each of its keys and
@@ -238,7 +252,7 @@ class _Pass:
                     bounds[bkey] = bayes_futures[bkey]
             paths = [store.path("theory", a[2]) for aliases in todo for a in aliases]
             self.flight.add(client.submit(theory_curve_task, todo, str(store.root), spec.stages,
-                                          bounds, states, pure=False), paths)
+                                          bounds, states, before, pure=False), paths)
 
     def simulate(self) -> None:
         """One backbone task per group of (point, seed) sharing it; each group's tasks are

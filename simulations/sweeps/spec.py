@@ -7,7 +7,8 @@ Format (keys with dots are config fields ``section.field`` and must be quoted)::
     run = ["theory", "simulate"]        # any non-empty subset
     seeds = 4                           # simulation seeds sim.seed .. sim.seed + seeds - 1
                                         # (default: base sim.seeds)
-    continuation = "finetune.alpha"     # optional: theory runs one task per curve along it
+    continuation = "finetune.alpha"     # optional: theory runs one task per curve along it,
+                                        # each point also started from its neighbour's solution
     stages = ["pretrain", "finetune"]   # theory stages to solve (default both)
     bayes_bound = false                 # also the Bayes-optimal fine-tuning bound (slow)
 

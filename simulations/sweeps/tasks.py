@@ -94,7 +94,8 @@ def bayes_bound_task(cfg_dict: dict, pre) -> dict:
 def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str,
                       stages: tuple[str, ...] = ("pretrain", "finetune"),
                       bayes_bounds: dict[str, dict] | None = None,
-                      pretrain_states: dict | None = None) -> list[str]:
+                      pretrain_states: dict | None = None,
+                      previous: list[list[str]] | None = None) -> list[str]:
     """Solve the theory along one curve, writing each point as soon as it is done.
 
     ``curve`` is a list of alias groups: the points of a group differ only in ``sim.*`` fields,
@@ -103,6 +104,10 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
     result; each point with its key in the map gets the bound merged into its record.
     ``pretrain_states`` maps :func:`theory.predict.pretrain_key` to a :func:`pretrain_state_task` result
     (solved once per sweep); keys not in it are solved here, once per curve.
+    ``previous`` (continuation, aligned with ``curve``): the alias ids of each group's neighbour
+    along the curve; the first of them with a record (written by this task a moment ago, or by
+    an earlier run) gives the fine-tuning start (:func:`theory.predict.continuation_start`);
+    none, or one whose solve failed or did not converge, gives a cold solve.
     """
     from theory.predict import bayes_bound_key, merge_bayes_bound, predict, predict_pretraining
 
@@ -110,11 +115,13 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
     store = ResultStore(store_root)
     done = []
     pretrain_states = dict(pretrain_states or {})   # one solve per (model, pretrain, theory)
-    for aliases in curve:
+    previous = list(previous or [[] for _ in curve])
+    for aliases, before in zip(curve, previous):
         todo = [a for a in aliases if not store.has("theory", a[2])]
         if not todo:
             continue
         start = time.perf_counter()
+        neighbour, warm = _neighbour_start(store, before) if "finetune" in stages else (None, None)
         try:
             cfg = Config.from_dict(todo[0][1])
             key = pretrain_key(cfg)
@@ -123,7 +130,9 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
             pre = pretrain_states[key]
             if isinstance(pre, dict):   # the shared pre-training solve failed: same record
                 raise ValueError(pre["failed"])
-            result = predict(cfg, pre=pre, stages=stages)
+            result = predict(cfg, pre=pre, stages=stages, start=warm)
+            if warm is not None:
+                result["solver"]["continued_from"] = neighbour
             bound = (bayes_bounds or {}).get(bayes_bound_key(cfg)) if "finetune" in stages else None
             if bound is not None and "failed" in bound:
                 result["flags"].append(f"bayes_finetune: failed: {bound['failed']}")
@@ -144,6 +153,24 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
                                                     metrics, errors, diagnostics, seconds))
             done.append(point_id)
     return done
+
+
+def _neighbour_start(store: ResultStore, ids: list[str]):
+    """(point id, (q, m, v)) of the first of ``ids`` with a theory record that gives a
+    continuation start; (None, None) when none does."""
+    from theory.predict import continuation_start
+
+    from .store import check_record
+
+    for point_id in ids:
+        path = store.path("theory", point_id)
+        if not path.exists():
+            continue
+        record, _ = check_record(path)
+        start = continuation_start((record or {}).get("diagnostics"))
+        if start is not None:
+            return point_id, start
+    return None, None
 
 
 def backbone_task(cfg_dict: dict, seed: int, keep_data: bool = False):

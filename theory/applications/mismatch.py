@@ -24,6 +24,12 @@ reported as a disagreement:
 ``trusted`` marks the cells where no mode's solve flags itself as doubtful (not converged, RS
 doubtful): a mark on an untrusted cell is a statement about the RS fixed point only.
 ``x_field = None`` gives a one-dimensional scan along y (one column, no x override).
+
+Continuation along x: for each y row and mode the cells are solved in the order of
+``x_values``, each fine-tuning solve started from the solution of its left neighbour (and, when x
+is a pre-training field, each new pre-training solve from the left neighbour's pre-training
+state), as one more start: every cell still runs its own branch search and keeps its own flags
+(:func:`theory.predict.predict_finetuning`).
 """
 
 from __future__ import annotations
@@ -92,6 +98,8 @@ def mismatch_map(cfg: Config, x_field: str | None, x_values, y_field: str, y_val
     trusted = np.ones(shape, bool)
     notes = []
     pretrain_states: dict = {}
+    left: dict = {}        # (y index, mode) -> the left neighbour's result (continuation along x)
+    left_pre: dict = {}    # (y index, mode) -> the left neighbour's pre-training state
     total, done = shape[0] * shape[1] * len(modes), 0
     for i, x in enumerate(x_values):
         for j, y in enumerate(y_values):
@@ -105,14 +113,19 @@ def mismatch_map(cfg: Config, x_field: str | None, x_values, y_field: str, y_val
                     + f"{y_field}={_fmt(y)}, {mode}"
                 if pre_key not in pretrain_states:
                     try:
-                        pretrain_states[pre_key] = predict_pretraining(point)
+                        warm = left_pre.get((j, mode))
+                        pretrain_states[pre_key] = (predict_pretraining(point) if warm is None
+                                                    else predict_pretraining(point, start=warm))
                     except (ValueError, ArithmeticError) as err:   # solved once, failed once
                         pretrain_states[pre_key] = err
                 try:
                     pre = pretrain_states[pre_key]
                     if isinstance(pre, Exception):
                         raise pre
-                    result = predict(point, pre=pre, bayes_bound=False)
+                    left_pre[(j, mode)] = pre
+                    result = predict(point, pre=pre, bayes_bound=False,
+                                     start=left.pop((j, mode), None))
+                    left[(j, mode)] = result
                 except (ValueError, ArithmeticError) as err:
                     # a solver that left its domain: the cell stays NaN and untrusted, the map
                     # goes on

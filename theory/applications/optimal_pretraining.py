@@ -15,18 +15,28 @@ error is T(T+1)(mse + Δ/2) (T11, T25), so the pre-training-optimal and the down
 coincide whenever the fine-tuning test error increases with Δ_eff. With recalibration
 (c = M/Q) Δ_eff = Δ'/2 + Q0 − M²/Q is minimised by maximising M²/Q, which in general is not the
 minimiser of mse: the optima differ.
+
+Cost (issue 13): the pre-training criteria need only the pre-training solve, so their search
+evaluates that stage alone (the fine-tuning is solved once more at each criterion's optimum, so
+every reported optimum carries the downstream metrics); the pre-training state of each λ is
+kept and shared; each new solve starts from the nearest evaluated choice (continuation in log
+scale over the continuous fields, same categorical values): the pre-training iteration from its
+state, the fine-tuning from its solution, as one more start — each point still runs its own
+branch search and flags (:func:`theory.predict.predict_finetuning`). ``progress(text)`` is
+called after every evaluated point (the CLI prints it to stderr).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import Config
-from ..predict import converged, predict
+from ..predict import converged, predict, predict_pretraining
 
 __all__ = ["CRITERIA", "optimize_pretraining", "OptimalPretraining"]
 
@@ -75,9 +85,11 @@ def _score(metrics: dict, criterion: str) -> float:
 
 
 def optimize_pretraining(cfg: Config, over=("pretrain.lam",), *, recalibrate: bool = False,
-                         grid_points: int = 9, refine_steps: int = 8) -> OptimalPretraining:
+                         grid_points: int = 9, refine_steps: int = 8,
+                         progress=None) -> OptimalPretraining:
     """Scan and refine the pre-training choices ``over`` (see the module docstring).
-    ``recalibrate=True`` sets ``finetune.recalibrate = "optimal"`` (c = M/Q)."""
+    ``recalibrate=True`` sets ``finetune.recalibrate = "optimal"`` (c = M/Q); ``progress``: an
+    optional callable ``progress(text)`` called after each evaluated point."""
     over = tuple(over)
     for name in over:
         if name not in CONTINUOUS and name not in CATEGORICAL:
@@ -87,18 +99,58 @@ def optimize_pretraining(cfg: Config, over=("pretrain.lam",), *, recalibrate: bo
         cfg = cfg.replace(finetune={"recalibrate": "optimal"})
     continuous = [n for n in over if n in CONTINUOUS]
     categorical = [n for n in over if n in CATEGORICAL]
-    cache: dict[tuple, dict] = {}
+    cache: dict[tuple, dict] = {}      # choice -> metrics (pre-training only, or every stage)
+    states: dict[tuple, object] = {}   # choice -> pre-training state (or its exception)
+    results: dict[tuple, dict] = {}    # choice -> full predict() result (fine-tuning starts)
 
-    def evaluate(choice: dict) -> dict:
+    def nearest(key: tuple, pool: dict):
+        """The evaluated choice closest to ``key`` in log scale (same categorical values)."""
+        here = dict(key)
+        best, dist = None, math.inf
+        for other in pool:
+            there = dict(other)
+            if any(here.get(n) != there.get(n) for n in categorical) or other == key:
+                continue
+            d = sum(abs(math.log(here[n] / there[n])) for n in continuous
+                    if n in here and n in there)
+            if d < dist:
+                best, dist = other, d
+        return None if best is None else pool[best]
+
+    def evaluate(choice: dict, full: bool = True) -> dict:
         key = tuple(sorted(choice.items()))
-        if key not in cache:
-            point = cfg.with_overrides([f"{k}={_lit(v)}" for k, v in choice.items()])
-            try:
-                result = predict(point, bayes_bound=False)
-            except (ValueError, ArithmeticError) as err:   # e.g. a solver outside its domain
-                cache[key] = {"failed": f"{type(err).__name__}: {err}"}
-            else:
-                cache[key] = {**_metrics(result), "converged": converged(result)}
+        if key in cache and (not full or cache[key].get("stage") != "pretrain"):
+            return cache[key]
+        t0 = time.perf_counter()
+        point = cfg.with_overrides([f"{k}={_lit(v)}" for k, v in choice.items()])
+        try:
+            if key not in states:
+                warm = nearest(key, {k: v for k, v in states.items()
+                                     if not isinstance(v, Exception)})
+                try:
+                    states[key] = (predict_pretraining(point) if warm is None
+                                   else predict_pretraining(point, start=warm))
+                except (ValueError, ArithmeticError) as err:   # solved once, failed once
+                    states[key] = err
+                if progress is not None:   # a softmax pre-training solve takes a while: say so
+                    progress(f"    pre-training at {_where(choice)} solved "
+                             f"({'from a neighbour' if warm is not None else 'cold'}) in "
+                             f"{time.perf_counter() - t0:.1f} s")
+            if isinstance(states[key], Exception):
+                raise states[key]
+            stages = ("pretrain", "finetune") if full else ("pretrain",)
+            result = predict(point, pre=states[key], bayes_bound=False, stages=stages,
+                             start=nearest(key, results) if full else None)
+        except (ValueError, ArithmeticError) as err:   # e.g. a solver outside its domain
+            cache[key] = {"failed": f"{type(err).__name__}: {err}"}
+        else:
+            if full:
+                results[key] = result
+            cache[key] = {**_metrics(result), "converged": converged(result),
+                          **({} if full else {"stage": "pretrain", **_frozen(point, states[key])})}
+        if progress is not None:
+            progress(_progress_line(len(cache), choice, cache[key], full,
+                                    time.perf_counter() - t0))
         return cache[key]
 
     cat_values = [CATEGORICAL[n] for n in categorical] or [()]
@@ -112,22 +164,55 @@ def optimize_pretraining(cfg: Config, over=("pretrain.lam",), *, recalibrate: bo
                 continue
             # one continuous field at a time (coordinate search), starting at the config's value
             choice = dict(combo)
+            # a pre-training criterion needs the pre-training stage only; the grid is solved
+            # in full once (shared by every criterion, in order: continuation along it)
+            full = CRITERIA[criterion][0] == "finetune"
             for name in continuous:
                 low, high = CONTINUOUS[name]
                 grid = np.geomspace(low, high, grid_points)
                 scores = [_score(evaluate({**choice, name: float(v)}), criterion) for v in grid]
                 i = int(np.argmin(scores))
                 lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid_points - 1)]
-                choice[name] = _golden_log(lambda v: _score(evaluate({**choice, name: v}),
+                choice[name] = _golden_log(lambda v: _score(evaluate({**choice, name: v}, full),
                                                             criterion), lo, hi, refine_steps,
                                            start=float(grid[i]))
-            candidates.append((choice, evaluate(choice)))
-        choice, metrics = min(candidates, key=lambda c: _score(c[1], criterion))
+            candidates.append((choice, evaluate(choice, full)))
+        choice, _ = min(candidates, key=lambda c: _score(c[1], criterion))
+        metrics = evaluate(choice)   # every stage at the optimum (downstream metrics reported)
         best[criterion] = {"choice": choice, "metrics": metrics,
                            "beaten_by_unconverged": _beaten_by_unconverged(
                                cache, criterion, _score(metrics, criterion))}
     scan = [{"choice": dict(k), "metrics": v} for k, v in cache.items()]
     return OptimalPretraining(best=best, scan=scan, fields=over)
+
+
+def _frozen(cfg: Config, pre) -> dict:
+    """Δ_eff and c of a pre-training-only evaluation where they are closed forms in the
+    pre-training (T25: every recalibration but "learned"), as the full solve reports them."""
+    from ..finetuning import noise
+
+    try:
+        c = noise.resolve_c(cfg, pre)
+        return {"delta_eff": float(noise.delta_eff(cfg, pre, c)), "recalibration_c": float(c)}
+    except (NotImplementedError, ValueError, TypeError):
+        return {}
+
+
+def _where(choice: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in choice.items()) or "(config)"
+
+
+def _progress_line(n: int, choice: dict, metrics: dict, full: bool, seconds: float) -> str:
+    where = _where(choice)
+    if metrics.get("failed"):
+        return f"[{n}] {where}: failed ({metrics['failed']}) {seconds:.1f} s"
+    shown = ["pretrain.test_error"] + (["finetune.test_error", "finetune.overlap"] if full else [])
+    values = ", ".join(f"{m.split('.')[0][:2]}.{m.split('.')[1]}={metrics.get(m, math.nan):.4g}"
+                       for m in shown)
+    stage = "" if full else " (pre-training only)"
+    conv = "" if metrics.get("converged", True) else " NOT CONVERGED"
+    return f"[{n}] {where}: {values}{stage}{conv} {seconds:.1f} s"
 
 
 def _beaten_by_unconverged(cache: dict, criterion: str, best_score: float) -> dict | None:
