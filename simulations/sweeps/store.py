@@ -36,7 +36,7 @@ import numpy as np
 from simulations.jsonio import dumps, write_atomic
 
 __all__ = ["ResultStore", "load_table", "to_dataset", "CorruptRecordWarning", "check_record",
-           "theory_flags", "trusted_for"]
+           "theory_flags", "trusted_for", "stage_of_flag"]
 
 #: keys every record has (a file without them is not a record of this store)
 RECORD_KEYS = ("kind", "point", "point_id", "metrics")
@@ -147,6 +147,14 @@ def theory_flags(record: dict) -> list[tuple[str, str]]:
     if "failed" in diag:
         marks.append(("point", f"failed ({diag['failed']})"))
     return marks
+
+
+def stage_of_flag(text: str) -> str:
+    """The stage of a printed flag (``"finetune: RS doubtful"`` → ``"finetune"``); a flag of the
+    whole point (not available, failed) → ``"point"``."""
+    head, sep, _ = text.partition(":")
+    return head.strip() if sep and head.strip() in ("pretrain", "finetune", "bayes_finetune") \
+        else "point"
 
 
 def trusted_for(flags: list[tuple[str, str]], metric: str) -> bool:
