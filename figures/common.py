@@ -31,7 +31,12 @@ from simulations.sweeps.spec import SweepSpec, spec_from_dict  # noqa: E402
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 
-__all__ = ["load_figure_spec", "curve_data", "plot_metric", "caption", "save", "plt"]
+__all__ = ["load_figure_spec", "curve_data", "theory_trusted", "plot_metric", "caption", "save",
+           "plt", "UNTRUSTED_NOTE"]
+
+#: how the figures show theory points whose solver flags them (``load_table``'s ``trusted``)
+UNTRUSTED_NOTE = ("faded line segments and grey x: theory flagged untrusted at that point "
+                  "(not converged or RS doubtful)")
 
 
 def load_figure_spec(name: str, *, quick: bool) -> tuple[SweepSpec, dict]:
@@ -62,13 +67,31 @@ def load_figure_spec(name: str, *, quick: bool) -> tuple[SweepSpec, dict]:
     return spec_from_dict(data), figure
 
 
-def curve_data(table, metric: str, x: str, *, source: str, where: dict | None = None):
-    """(x values, mean, error bar) of one metric along ``x`` for one source.
-    Simulation: mean over seeds and its standard error; theory: value and MC error."""
+def _select(table, metric: str, source: str, where: dict | None):
     sel = table[(table.metric == metric) & (table.source == source)]
     for key, value in (where or {}).items():
         sel = sel[np.isclose(sel[key].astype(float), float(value))] \
             if not isinstance(value, str) else sel[sel[key] == value]
+    return sel
+
+
+def theory_trusted(table, metric: str, x: str, *, where: dict | None = None):
+    """(x values, trusted) of the theory of ``metric`` along ``x``: False where the point's
+    solver flags it (``load_table``'s ``trusted`` column; all True for a table without it)."""
+    sel = _select(table, metric, "theory", where)
+    if sel.empty:
+        return np.array([]), np.array([], bool)
+    xs = np.array(sorted(sel[x].unique()), dtype=float)
+    if "trusted" not in sel:
+        return xs, np.ones(xs.size, bool)
+    ok = sel.groupby(x)["trusted"].all().reindex(xs).to_numpy()
+    return xs, ok.astype(bool)
+
+
+def curve_data(table, metric: str, x: str, *, source: str, where: dict | None = None):
+    """(x values, mean, error bar) of one metric along ``x`` for one source.
+    Simulation: mean over seeds and its standard error; theory: value and MC error."""
+    sel = _select(table, metric, source, where)
     if sel.empty:
         return np.array([]), np.array([]), np.array([])
     groups = sel.groupby(x)["value"]
@@ -84,12 +107,22 @@ def curve_data(table, metric: str, x: str, *, source: str, where: dict | None = 
 
 def plot_metric(ax, table, metric: str, x: str, *, where=None, label=None, color=None,
                 bayes_metric: str | None = None, linestyle: str = "-", marker: str = "o"):
-    """Theory as a line, the Bayes bound dashed, simulations as markers with sem bars."""
+    """Theory as a line, the Bayes bound dashed, simulations as markers with sem bars.
+    Theory points the solver flags (:func:`theory_trusted`) are drawn as grey x and every line
+    segment touching one is faded (:data:`UNTRUSTED_NOTE`), so an untrusted value never looks
+    like a prediction."""
     xs, ys, _ = curve_data(table, metric, x, source="theory", where=where)
     line = None
     if xs.size:
-        (line,) = ax.plot(xs, ys, linestyle=linestyle, color=color, label=label)
+        _, ok = theory_trusted(table, metric, x, where=where)
+        # trusted runs solid (a flagged point breaks the line), carrying the label and colour
+        (line,) = ax.plot(xs, np.where(ok, ys, np.nan), linestyle=linestyle, color=color,
+                          label=label)
         color = line.get_color()
+        if not ok.all():
+            # the whole curve faded beneath the trusted runs, the flagged points as grey x
+            ax.plot(xs, ys, linestyle=linestyle, color=color, alpha=0.3)
+            ax.plot(xs[~ok], ys[~ok], "x", color="0.45", ms=6, mew=1.5)
     if bayes_metric:
         bx, by, _ = curve_data(table, bayes_metric, x, source="theory", where=where)
         if bx.size:
@@ -106,7 +139,7 @@ def caption(spec: SweepSpec, figure: dict) -> str:
     m, p, f, s = base.model, base.pretrain, base.finetune, base.sim
     varying = ", ".join(spec.axes)
     bayes = "dashed: Bayes-optimal bound; " if spec.bayes_bound else ""
-    return (f"{figure.get('title', spec.name)}. Lines: theory (RS); {bayes}"
+    return (f"{figure.get('title', spec.name)}. Lines: theory (RS; {UNTRUSTED_NOTE}); {bayes}"
             f"markers: simulation at d = {s.d}, mean ± sem over {len(spec.seeds)} seeds. "
             f"T = {m.T}, {m.attention} (beta = {m.beta}), output = {m.output}; pre-training "
             f"{p.estimator}, kappa0 = {p.kappa0}, kappa = {p.kappa}, alpha = {p.alpha}, "

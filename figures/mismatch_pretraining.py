@@ -11,9 +11,11 @@ its seed averages at each d (open markers, one shape per d).
 
 from pathlib import Path
 
+import numpy as np
+
 from matplotlib.ticker import NullFormatter
 
-from .common import curve_data, plot_metric, plt
+from .common import curve_data, plot_metric, plt, theory_trusted
 
 # fresh: solid line, circles; reused: dotted line, squares (as in figures/mismatch.py)
 _STYLE = {False: ("-", "o"), True: (":", "s")}
@@ -22,12 +24,15 @@ _COLOR = {False: "C0", True: "C3"}
 
 
 def optima(table, x: str, reuse: bool) -> dict:
-    """The theory's test-optimal and overlap-optimal ``x`` for one mode (NaN if no theory)."""
+    """The theory's test-optimal and overlap-optimal ``x`` for one mode, over the points the
+    solver trusts (NaN if none: an optimum at a flagged point is not claimed)."""
     sub = table[table["finetune.reuse"] == reuse]
     out = {}
-    for metric, pick in (("finetune.test_error", "argmin"), ("finetune.overlap", "argmax")):
+    for metric, pick in (("finetune.test_error", np.nanargmin), ("finetune.overlap", np.nanargmax)):
         xs, ys, _ = curve_data(sub, metric, x, source="theory")
-        out[metric] = float(xs[getattr(ys, pick)()]) if xs.size else float("nan")
+        _, ok = theory_trusted(sub, metric, x)
+        ys = np.where(ok, ys, np.nan) if xs.size else ys
+        out[metric] = float(xs[pick(ys)]) if xs.size and np.isfinite(ys).any() else float("nan")
     return out
 
 

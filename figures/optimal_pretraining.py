@@ -4,7 +4,7 @@ with the two theory optima marked (argmin over the grid); one row per value of `
 
 import numpy as np
 
-from .common import curve_data, plot_metric, plt
+from .common import curve_data, plot_metric, plt, theory_trusted
 
 
 def plot(table, spec, figure):
@@ -20,6 +20,8 @@ def plot(table, spec, figure):
             ax.set(xscale="log", xlabel="pre-training lambda", ylabel=label + tag)
         for metric, style in [("pretrain.test_error", ":"), ("finetune.test_error", "--")]:
             xs, ys, _ = curve_data(table, metric, x, source="theory", where=where)
+            _, ok = theory_trusted(table, metric, x, where=where)
+            ys = np.where(ok, ys, np.nan) if xs.size else ys  # no optimum at a flagged point
             if xs.size and np.isfinite(ys).any():
                 best = xs[np.nanargmin(ys)]
                 for ax in row:

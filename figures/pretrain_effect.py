@@ -16,10 +16,21 @@ def plot(table, spec, figure):
     wide = theory.pivot_table(index="point_id", columns="metric", values="value")
     points = theory.drop_duplicates("point_id").set_index("point_id")
     wide = wide.join(points[[x, hue]])
+    if "trusted" in theory:
+        trusted = theory[theory.metric == "finetune.overlap"].groupby("point_id")["trusted"].all()
+        wide = wide.join(trusted.rename("trusted"))
+    else:
+        wide["trusted"] = True
     for alpha, group in wide.groupby(x):
         group = group.sort_values("delta_eff")
-        axes[2].plot(group["delta_eff"], group["finetune.overlap"], "o-", ms=4,
-                     label=f"alpha' = {alpha:g}")
+        ok = group["trusted"].fillna(True).astype(bool).to_numpy()
+        (line,) = axes[2].plot(group["delta_eff"], group["finetune.overlap"].where(ok), "o-",
+                               ms=4, label=f"alpha' = {alpha:g}")
+        if not ok.all():  # flagged theory: faded, grey x (as in plot_metric)
+            axes[2].plot(group["delta_eff"], group["finetune.overlap"], "-", alpha=0.3,
+                         color=line.get_color())
+            axes[2].plot(group["delta_eff"][~ok], group["finetune.overlap"][~ok], "x",
+                         color="0.45", ms=6, mew=1.5)
     axes[0].set(xlabel="alpha'", ylabel="fine-tuning test error")
     axes[1].set(xlabel="alpha'", ylabel="overlap o_w")
     axes[2].set(xlabel="Delta_eff (theory)", ylabel="overlap o_w (theory)")

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from simulations.sweeps import ResultStore, load_table
+from simulations.sweeps.store import theory_flags
 from theory.schema import known, split_metric, z_score
 
 __all__ = ["comparison_rows", "format_table", "paired_difference"]
@@ -35,25 +36,8 @@ DEFAULT_METRICS = ("pretrain.test_error", "finetune.test_error", "finetune.overl
 
 
 def _theory_flags(store_root) -> dict:
-    flags = {}
-    for rec in ResultStore(store_root).records("theory"):
-        diag = rec.get("diagnostics") or {}
-        solver = diag.get("solver") or {}
-        marks = []
-        for stage, block in solver.items():
-            if isinstance(block, dict):
-                if block.get("converged") is False:
-                    result = block.get("result")
-                    how = f" ({result})" if result not in (None, "converged") else " (MC repeats)"
-                    marks.append(f"{stage}: not converged{how}")
-                if block.get("rs_doubtful"):
-                    marks.append(f"{stage}: RS doubtful")
-        if "not_available" in diag:
-            marks.append("not available")
-        if "failed" in diag:
-            marks.append(f"failed ({diag['failed']})")
-        flags[rec["point_id"]] = marks
-    return flags
+    return {rec["point_id"]: [text for _, text in theory_flags(rec)]
+            for rec in ResultStore(store_root).records("theory")}
 
 
 def comparison_rows(store_root, metrics=DEFAULT_METRICS) -> tuple[list[dict], list[str]]:

@@ -53,12 +53,12 @@ class Row:
 
     @property
     def flagged(self) -> bool:
-        """A pre-training metric is vouched for by the pre-training solver's flags only; every
-        other metric by all flags (fine-tuning reads the pre-training state)."""
-        flags = self.flags or ()
-        if self.metric.startswith("pretrain."):
-            flags = [f for f in flags if f.startswith("pretrain")]
-        return bool(flags)
+        """A pre-training metric is vouched for by the pre-training solver's flags (and the
+        point's) only; every other metric by all flags (fine-tuning reads the pre-training
+        state): :func:`simulations.sweeps.store.trusted_for`, the rule the figures use."""
+        from .sweeps.store import stage_of_flag, trusted_for
+
+        return not trusted_for([(stage_of_flag(f), f) for f in self.flags or ()], self.metric)
 
     @property
     def disagrees(self) -> bool | None:

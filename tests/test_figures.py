@@ -104,3 +104,60 @@ def test_mismatch_map_figure_marks_both_optima(tmp_path):
     save_map(mm, tmp_path / "map.png")
     assert (tmp_path / "map.png").stat().st_size > 0
     plt.close("all")
+
+
+def test_flagged_theory_is_marked_untrusted_in_the_table(tmp_path):
+    """``load_table``'s ``trusted`` column: a fine-tuning solve flagged RS doubtful makes the
+    point's fine-tuning metrics (and Δ_eff-type ones) untrusted but not its pre-training metrics;
+    a pre-training that did not converge makes every metric untrusted; simulations stay trusted."""
+    from simulations.sweeps.store import ResultStore, load_table
+
+    store = ResultStore(tmp_path)
+    solver = {"ok": {"pretrain": {"converged": True}, "finetune": {"converged": True}},
+              "ft": {"pretrain": {"converged": True},
+                     "finetune": {"converged": True, "rs_doubtful": True}},
+              "pt": {"pretrain": {"converged": False, "result": "stalled"},
+                     "finetune": {"converged": True}}}
+    for i, (pid, blocks) in enumerate(solver.items()):
+        store.write("theory", pid, {"kind": "theory", "point": {"pretrain.lam": 0.1 * (i + 1)},
+                                    "point_id": pid, "diagnostics": {"solver": blocks},
+                                    "metrics": {"pretrain.test_error": 1.0,
+                                                "finetune.test_error": 2.0, "delta_eff": 0.5}})
+        store.write("simulate", pid, {"kind": "simulate", "point": {"pretrain.lam": 0.1 * (i + 1)},
+                                      "point_id": pid, "seed": 0, "diagnostics": {},
+                                      "metrics": {"finetune.test_error": 2.0}}, seed=0)
+    table = load_table(tmp_path)
+    th = table[table.source == "theory"].set_index(["point_id", "metric"])["trusted"]
+    assert th["ok"].all()
+    assert th[("ft", "pretrain.test_error")] and not th[("ft", "finetune.test_error")] \
+        and not th[("ft", "delta_eff")]
+    assert not th["pt"].any()
+    assert table[table.source == "simulation"]["trusted"].all()
+
+
+def test_untrusted_theory_is_drawn_faded_and_not_an_optimum():
+    """A flagged theory point breaks the solid line (NaN there), is drawn as a grey x over a
+    faded copy of the curve, and is never reported as a theory optimum."""
+    from figures.common import plot_metric
+    from figures.mismatch_pretraining import optima
+
+    xs = [0.001, 0.01, 0.1]
+    rows = []
+    for reuse in (False, True):
+        for x, test, overlap, ok in zip(xs, (0.1, 0.3, 0.2), (0.99, 0.9, 0.8), (False, True, True)):
+            for metric, value in (("finetune.test_error", test), ("finetune.overlap", overlap)):
+                rows.append({"source": "theory", "seed": -1, "pretrain.lam": x,
+                             "finetune.reuse": reuse, "point_id": f"{reuse}{x}",
+                             "metric": metric, "value": value, "error": 0.01, "trusted": ok})
+    table = pd.DataFrame(rows)
+    fig, ax = plt.subplots()
+    plot_metric(ax, table[table["finetune.reuse"] == False], "finetune.test_error",  # noqa: E712
+                "pretrain.lam", label="theory")
+    solid, faded, cross = ax.get_lines()
+    assert np.isnan(solid.get_ydata()[0]) and np.isfinite(solid.get_ydata()[1:]).all()
+    assert faded.get_alpha() == pytest.approx(0.3) and len(faded.get_xdata()) == 3
+    assert cross.get_marker() == "x" and list(cross.get_xdata()) == [0.001]
+    best = optima(table, "pretrain.lam", reuse=True)
+    # the untrusted λ = 0.001 has the lowest test error and the highest overlap: not claimed
+    assert best["finetune.test_error"] == 0.1 and best["finetune.overlap"] == 0.01
+    plt.close("all")

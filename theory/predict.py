@@ -59,8 +59,9 @@ def _entry(metrics: dict, errors: dict, key: str, single: bool = False) -> dict:
     return {"value": _float(metrics.get(key, math.nan)), "mc_err": _error(errors, key, single)}
 
 
-#: fine-tuning metrics that are closed forms in the pre-training (Q, M, Q0) and c unless the
-#: solver samples them (T25, T27): Δ_eff, Δ_eff,train and the frozen model's error
+#: fine-tuning-block metrics that are closed forms in the pre-training (Q, M, Q0) and c unless the
+#: solver samples them (T27: the frozen model's error); Δ_eff and Δ_eff,train (T25, T35) are
+#: top-level entries of the same kind, built with :func:`_frozen_entry` where they are written
 _FROZEN = ("baseline_error",)
 
 
@@ -72,7 +73,7 @@ def _frozen_entry(value, cfg: Config, pre: PretrainState, fin: FinetuneState, ke
     exact, None (unknown) when an input's error is unknown."""
     reported = _float(fin.mc_err.get(key))
     own = reported if reported is not None and math.isfinite(reported) and reported > 0 else 0.0
-    prop = _propagated(cfg, pre, fin, key)
+    prop = _propagated(cfg, pre, key)
     if prop is None:
         single = _single_repeat(pre)
         inputs_exact = all(_error(pre.mc_err, k, single) == 0.0 for k in ("Q", "M", "Q0"))
@@ -82,7 +83,7 @@ def _frozen_entry(value, cfg: Config, pre: PretrainState, fin: FinetuneState, ke
     return {"value": _float(value), "mc_err": math.hypot(own, prop)}
 
 
-def _propagated(cfg: Config, pre: PretrainState, fin: FinetuneState, key: str):
+def _propagated(cfg: Config, pre: PretrainState, key: str):
     """Linear propagation of the pre-training MC errors of (Q, M, Q0, V) through Δ_eff (T25) or
     the closed-form Δ_eff,train (T35, T37): √Σ_k (∂f/∂k σ_k)², central differences. The Q–M
     covariance is ignored: Q and M errors are positively correlated and enter Δ_eff with

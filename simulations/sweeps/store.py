@@ -35,7 +35,8 @@ import numpy as np
 
 from simulations.jsonio import dumps, write_atomic
 
-__all__ = ["ResultStore", "load_table", "to_dataset", "CorruptRecordWarning", "check_record"]
+__all__ = ["ResultStore", "load_table", "to_dataset", "CorruptRecordWarning", "check_record",
+           "theory_flags", "trusted_for", "stage_of_flag"]
 
 #: keys every record has (a file without them is not a record of this store)
 RECORD_KEYS = ("kind", "point", "point_id", "metrics")
@@ -122,10 +123,54 @@ def _config_value(config: dict, dotted: str):
     return config.get(section, {}).get(field)
 
 
+def theory_flags(record: dict) -> list[tuple[str, str]]:
+    """The trust flags of one theory record, as ``(stage, text)`` pairs: a solver block
+    (``pretrain``, ``finetune``, ``bayes_finetune``) that did not converge or is RS doubtful
+    (replicon λ_AT ≥ 1 or a multi-minimum fraction above 1 %, THEORY.md §9), or a point that is not
+    available / failed (stage ``"point"``). Empty for a trusted point and for simulation records.
+    One definition, read by :func:`load_table` (the ``trusted`` column the figures grey out) and
+    by ``figures.table`` (the printed flags)."""
+    if record.get("kind") != "theory":
+        return []
+    diag = record.get("diagnostics") or {}
+    marks = []
+    for stage, block in (diag.get("solver") or {}).items():
+        if isinstance(block, dict):
+            if block.get("converged") is False:
+                result = block.get("result")
+                how = f" ({result})" if result not in (None, "converged") else " (MC repeats)"
+                marks.append((stage, f"{stage}: not converged{how}"))
+            if block.get("rs_doubtful"):
+                marks.append((stage, f"{stage}: RS doubtful"))
+    if "not_available" in diag:
+        marks.append(("point", "not available"))
+    if "failed" in diag:
+        marks.append(("point", f"failed ({diag['failed']})"))
+    return marks
+
+
+def stage_of_flag(text: str) -> str:
+    """The stage of a printed flag (``"finetune: RS doubtful"`` → ``"finetune"``); a flag of the
+    whole point (not available, failed) → ``"point"``."""
+    head, sep, _ = text.partition(":")
+    return head.strip() if sep and head.strip() in ("pretrain", "finetune", "bayes_finetune") \
+        else "point"
+
+
+def trusted_for(flags: list[tuple[str, str]], metric: str) -> bool:
+    """Whether a theory ``metric`` is unaffected by ``flags`` (:func:`theory_flags`): a
+    ``pretrain.*`` metric depends on the pre-training solve only; every other metric (fine-tuning,
+    Δ_eff, the Bayes bound) is built on the pre-training too, so any flag of the point counts."""
+    if metric.startswith("pretrain."):
+        return not any(stage in ("pretrain", "point") for stage, _ in flags)
+    return not flags
+
+
 def load_table(root: str | Path):
     """Tidy ``pandas.DataFrame``: columns ``source`` (theory | simulation), ``seed`` (-1 for
     theory), the axis fields, ``metric``, ``value``, ``error`` (theory MC error; NaN for a single
-    seed), ``point_id``, ``config_digest``, ``git_commit``. The axis columns are the union of the
+    seed), ``point_id``, ``config_digest``, ``git_commit``, ``trusted`` (False for a theory metric
+    its solver flags, :func:`trusted_for`; True for simulations). The axis columns are the union of the
     records' axes; a record without one of them is labelled from its resolved config."""
     import pandas as pd
 
@@ -142,9 +187,10 @@ def load_table(root: str | Path):
         base = {"source": source, "seed": seed, **point, "point_id": rec["point_id"],
                 "config_digest": rec.get("config_digest"),
                 "git_commit": rec.get("meta", {}).get("git_commit")}
+        flags = theory_flags(rec)
         for metric, value in rec["metrics"].items():
             err = rec.get("errors", {}).get(metric)
-            rows.append({**base, "metric": metric,
+            rows.append({**base, "metric": metric, "trusted": trusted_for(flags, metric),
                          "value": np.nan if value is None else float(value),
                          "error": np.nan if err is None else float(err)})
     return pd.DataFrame(rows)

@@ -50,8 +50,8 @@ class _Setup:
         self.alpha = ft.alpha
         self.lam = ft.lam
         self.c = noise.resolve_c(cfg, pre) if c is None else float(c)
-        self.a = pre.M / pre.Q
-        self.sR = max(pre.Q0 - pre.M ** 2 / pre.Q, 0.0)
+        # a zero backbone (Q = 0) is the limit a = 0, s_R² = Q0 (noise.backbone_projection)
+        self.a, self.sR = noise.backbone_projection(float(pre.Q), float(pre.M), float(pre.Q0))
         self.dp = cfg.delta_prime
         self.delta_eff = noise.delta_eff(cfg, pre, self.c)
         self.linear = cfg.model.attention == "linear"

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..config import Config
 from ..states import FinetuneState, PretrainState
+from . import noise
 from .lora import (_branch_record, _distinct, _initial_points, _label, _metrics_of, _repeat_cap,
                    _Setup, _solve_branch, _solve_setup, _state_from)
 
@@ -45,7 +46,8 @@ def solve_learned_c(cfg: Config, pre: PretrainState, *, init=None, repeats: int 
         evaluations.append((float(c), float(st.metrics["objective"]), bool(st.solver["converged"])))
         return st.metrics["objective"]
 
-    upper = 2.0 * max(1.0, pre.M / pre.Q) + 1.0
+    upper = 2.0 * max(1.0, noise.backbone_projection(float(pre.Q), float(pre.M),
+                                                     float(pre.Q0))[0]) + 1.0
     res = minimize_scalar(objective, bounds=(0.0, upper), method="bounded",
                           options={"xatol": LEARNED_C_XTOL})
     c_star = float(res.x)

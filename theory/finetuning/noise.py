@@ -33,8 +33,23 @@ from ..gaussian import goe
 from ..states import PretrainState
 from . import selection
 
-__all__ = ["resolve_c", "delta_eff", "delta_eff_train", "selection_m2", "baseline_error",
-           "attention_fn"]
+__all__ = ["backbone_projection", "resolve_c", "delta_eff", "delta_eff_train", "selection_m2",
+           "baseline_error", "attention_fn"]
+
+
+def backbone_projection(Q, M, Q0):
+    """(a, s_R²) of the teacher's pre-trained part on the backbone's output (T25): h(X; S0*) =
+    a·h(X; Ŝ) + R with a = M/Q and R independent of variance s_R² = Q0 − M²/Q (floored at 0).
+    A zero backbone (Q = 0, hence M = 0 as M² ≤ Q·Q0) is the limit a = 0, s_R² = Q0. Works on
+    floats and on traced jax scalars (no division by a zero Q in either)."""
+    if isinstance(Q, (int, float)):
+        if Q > 0:
+            return M / Q, max(Q0 - M * M / Q, 0.0)
+        return 0.0, max(float(Q0), 0.0)
+    positive = Q > 0
+    safe = jnp.where(positive, Q, 1.0)
+    a = jnp.where(positive, M / safe, 0.0)
+    return a, jnp.maximum(jnp.where(positive, Q0 - M * M / safe, Q0), 0.0)
 
 
 def resolve_c(cfg: Config, pre: PretrainState) -> float:
@@ -94,7 +109,7 @@ def delta_eff_train(cfg: Config, pre: PretrainState, c: float) -> float:
     if cfg.rho >= 1.0 or selection.is_random(ft.selection, beta):
         return delta_eff(cfg, pre, c)
     m2 = selection.selection_m2(ft.selection, cfg.model.T, cfg.rho, scale=scale, beta=beta)
-    a = pre.M / pre.Q
+    a, _ = backbone_projection(float(pre.Q), float(pre.M), float(pre.Q0))
     return float(cfg.delta_prime / 2 + pre.Q0 - a * pre.M + (a - c) ** 2 * pre.Q * m2)
 
 
@@ -154,14 +169,15 @@ def baseline_error(cfg: Config, pre: PretrainState, c: float, *, key=None):
 def _baseline_softmax_impl(key, beta, c, Q, M, Q0, q0, dp, zeros):
     n, T = zeros.shape
     kB, kR, kx, kz = jax.random.split(key, 4)
+    a, sR2 = backbone_projection(Q, M, Q0)
     B = goe(kB, (n,), T, Q)
-    R = goe(kR, (n,), T, Q0 - M * M / Q)
+    R = goe(kR, (n,), T, sR2)
     xi = goe(kx, (n,), T, dp / 2)
     zeta = jnp.sqrt(q0) * jax.random.normal(kz, (n, T))
     spike = zeta[:, :, None] * zeta[:, None, :] - q0 * jnp.eye(T)
     sm = lambda H: jax.nn.softmax(beta * H, axis=-1)
     P = sm(c * B)
-    tea = (M / Q) * B + R + spike
+    tea = a * B + R + spike
     err = jnp.sum((P - sm(tea + xi)) ** 2, axis=(-1, -2))
     err_c = jnp.sum((P - sm(tea)) ** 2, axis=(-1, -2))
     return err, err_c

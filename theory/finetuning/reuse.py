@@ -32,6 +32,7 @@ from ..gaussian import goe, vec_to_sym
 from ..pretraining.general import draw_channel
 from ..prox import Attention, sym_prox
 from ..states import PretrainState
+from .noise import backbone_projection
 
 __all__ = ["ReuseChannel", "reuse_channel", "residual_second_moment"]
 
@@ -54,9 +55,9 @@ def reuse_channel(cfg: Config, pre: PretrainState, key, n: int) -> ReuseChannel:
     k_ch, k_noise = jax.random.split(key)
     draws = draw_channel(key=k_ch, N=n, T=T, Delta=cfg.pretrain.delta)
     Q, M, Q0 = pre.Q, pre.M, pre.Q0
-    s = math.sqrt(max(Q0 - M * M / Q, 0.0))
-    omega = math.sqrt(Q) * draws.g1
-    hstar = (M / math.sqrt(Q)) * draws.g1 + s * draws.g2
+    a, sR2 = backbone_projection(float(Q), float(M), float(Q0))
+    omega = math.sqrt(max(Q, 0.0)) * draws.g1
+    hstar = a * omega + math.sqrt(sR2) * draws.g2     # (M/√Q) g1 + s g2; a zero backbone: s g2
     att = Attention(cfg.model.attention, cfg.model.beta)
     r = sym_prox(att, omega, hstar + draws.xi, V)
     u = omega + V * r.f                      # Ĥ (f ⊥ 11ᵀ for softmax: Ω keeps its flat part)
