@@ -12,6 +12,7 @@ dropped branch search. Fast (numpy maps; no jit).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -101,9 +102,15 @@ def test_exact_fixed_point_without_noise():
 
 def test_phases_full_first_and_last_warm_between():
     toy = Toy()
-    b = engine.solve_branch(toy, toy.draws(KEY), STARTS[0], SET)
+    full_first = dataclasses.replace(SET, cold_full_first=True)
+    b = engine.solve_branch(toy, toy.draws(KEY), STARTS[0], full_first)
     assert b.converged and toy.calls[0] is True and toy.calls[-1] is True
     assert not any(toy.calls[1:-1]) and len(toy.calls) == b.iterations
+    # default: a cold start begins warm-only (from cold_warm); the last evaluation is full
+    toy1 = Toy()
+    b1 = engine.solve_branch(toy1, toy1.draws(KEY), STARTS[0], SET)
+    assert toy1.calls[0] is False and toy1.calls[-1] is True and sum(toy1.calls) == 1
+    assert b1.x[0] == pytest.approx(b.x[0], abs=1e-9)
     # the reported point is the last full evaluation (no second full call), within tol
     toy2 = Toy()
     b2 = engine.solve_branch(toy2, toy2.draws(KEY), engine.Start("w", b.x, warm=b.warm), SET)

@@ -1,6 +1,7 @@
 """One driver of the RS solve protocol (THEORY.md §9) for every channel of :mod:`.channel`.
 
-Per branch (:func:`solve_branch`): phase 1 iterates the warm-only map x -> prior(hats(means(x,
+Per branch (:func:`solve_branch`): phase 1 (from a cold start: the channel's ``cold_warm``, or
+the full multistart first with ``Settings.cold_full_first``) iterates the warm-only map x -> prior(hats(means(x,
 warm))) (each sample's prox Newton started at its previous minimiser; damped, Anderson
 accelerated, stall detection) to tol, then one step of the full multistart map checks that no
 sample's best minimum changed; if one did, phase 1 resumes from the minima the full map chose (up
