@@ -120,3 +120,15 @@ def test_no_recompilation_across_points():
     n = run._cache_size()
     lora.solve_linear_reduced(cfg.replace(finetune={"alpha": 2.0, "lam": 0.2, "delta": 0.3}), PRE)
     assert run._cache_size() == n
+
+
+def test_continuation_curve_matches_cold_solves():
+    # solve_curve (engine.solve_branch with prox warm starts along α', shared frozen draws)
+    # reaches the fixed points a cold solve finds on the same draws (one repeat: same key)
+    cfg = _cfg(alpha=2.0)
+    curve = lora.solve_curve(cfg, PRE, [2.0, 3.0])
+    assert len(curve["states"]) == 2 and all(st_.solver["converged"] for st_ in curve["states"])
+    for al, st_ in zip(curve["alphas"], curve["states"]):
+        cold = lora.solve(cfg.replace(finetune={"alpha": al}), PRE)
+        assert st_.q == pytest.approx(cold.q, rel=1e-3) and st_.m == pytest.approx(cold.m, rel=1e-3)
+        assert st_.branches[0]["label"] == "informative"
