@@ -35,6 +35,18 @@ Methods (all pure; ``data`` and ``warm`` are whatever the channel's jitted code 
     branch label, whether two records are different fixed points, and the "RS doubtful" flag.
 
 Attribute ``stage``: a word for the flags ("fine-tuning").
+
+Next ports (not done; what the driver needs for them):
+* general-σ pre-training (:mod:`theory.pretraining.general`, T6–T19; prox :func:`theory.prox.sym_prox`):
+  x = (Q, M, V), one start (T12 at α_eff), repeats from the first repeat's point. Its phase 2
+  falls back to the plain full-map iteration after PHASE2_ROUNDS rounds (a ``Settings`` field
+  ``phase2_fallback = "full_map"`` next to today's ``"stalled"``), its Stein choice is per
+  problem (``hats(..., force_stein)`` as here), and its final evaluation adds metrics (a
+  ``final=True`` argument of ``means``; the metrics then come through ``record``).
+* Bayes SE (:mod:`theory.finetuning.bayes`, T38–T40; no prox, no warm start): objective = −Φ
+  (free entropy maximised), every start solved on every repeat, the choice among *stable*
+  branches (slope of the SE map < 1) with an escape from unstable ones: a ``stability(x,
+  data) -> (slope, kick)`` hook and ``Settings.repeats_per_branch``.
 """
 
 from __future__ import annotations
