@@ -85,13 +85,15 @@ def _pack(Q, m, V):
 
 
 def _sanitize(x, q0):
-    """Q, V projected on PD matrices (eigenvalues ≥ 1e-10), m shrunk so that mᵀQ⁻¹m < q0*."""
+    """Q, V projected on PD matrices (eigenvalues ≥ 1e-10), m shrunk so that mᵀQ⁻¹m < q0*
+    (the quadratic form from the eigen-decomposition: never a singular solve)."""
     Q, m, V = _unpack(np.asarray(x, float))
     w, U = np.linalg.eigh(_sym(Q))
-    Q = (U * np.maximum(w, 1e-10)) @ U.T
-    w, U = np.linalg.eigh(_sym(V))
-    V = (U * np.maximum(w, 1e-12)) @ U.T
-    r = float(m @ np.linalg.solve(Q, m))
+    w = np.maximum(w, 1e-10)
+    Q = (U * w) @ U.T
+    wv, Uv = np.linalg.eigh(_sym(V))
+    V = (Uv * np.maximum(wv, 1e-12)) @ Uv.T
+    r = float(np.sum((U.T @ m) ** 2 / w))
     if r >= q0 * (1 - 1e-9):
         m = m * math.sqrt(q0 * (1 - 1e-9) / r)
     return Q, m, V
@@ -198,9 +200,13 @@ def _data(S: _Setup, key) -> dict:
 
 
 def _fields(Q, m, q0):
-    Qh = _sqrtm(Q)
-    mu = np.linalg.solve(Qh, m)
-    sp = math.sqrt(max(q0 - float(m @ np.linalg.solve(Q, m)), 0.0))
+    """Q^{1/2}, μ = Q^{-1/2} m, s′ = √(q0* − mᵀQ⁻¹m) (T33), from the eigen-decomposition of Q."""
+    w, U = np.linalg.eigh(_sym(Q))
+    w = np.maximum(w, 1e-300)
+    Qh = (U * np.sqrt(w)) @ U.T
+    c = U.T @ m
+    mu = U @ (c / np.sqrt(w))
+    sp = math.sqrt(max(q0 - float(np.sum(c * c / w)), 0.0))
     return Qh, mu, sp
 
 
