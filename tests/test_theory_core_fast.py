@@ -120,3 +120,38 @@ def test_no_recompilation_across_points():
     n = run._cache_size()
     lora.solve_linear_reduced(cfg.replace(finetune={"alpha": 2.0, "lam": 0.2, "delta": 0.3}), PRE)
     assert run._cache_size() == n
+
+
+def test_continuation_curve_matches_cold_solves():
+    # solve_curve (engine.solve_branch with prox warm starts along α', shared frozen draws)
+    # reaches the fixed points a cold solve finds on the same draws (one repeat: same key)
+    cfg = _cfg(alpha=2.0)
+    curve = lora.solve_curve(cfg, PRE, [2.0, 3.0])
+    assert len(curve["states"]) == 2 and all(st_.solver["converged"] for st_ in curve["states"])
+    for al, st_ in zip(curve["alphas"], curve["states"]):
+        cold = lora.solve(cfg.replace(finetune={"alpha": al}), PRE)
+        assert st_.q == pytest.approx(cold.q, rel=1e-3) and st_.m == pytest.approx(cold.m, rel=1e-3)
+        assert st_.branches[0]["label"] == "informative"
+
+
+def test_qmc_draws_are_normal_antithetic_and_replicated():
+    # scrambled Sobol base points mapped to N(0, 1): right shapes, moments, GOE_T(1) variances
+    # (diag 2, off-diagonal 1), η antithetic, the other fields repeated; keys give replicates
+    import jax
+
+    from theory.finetuning.lora_channel import _draws
+
+    T, n = 3, 2048
+    q, mc = _draws(jax.random.PRNGKey(1), n, T, "qmc"), _draws(jax.random.PRNGKey(1), n, T)
+    for k in mc:
+        assert q[k].shape == mc[k].shape
+    h = n // 2
+    assert np.allclose(q["eta"][h:], -q["eta"][:h]) and np.allclose(q["B"][h:], q["B"][:h])
+    assert abs(float(q["xi_t"].mean())) < 0.01 and abs(float(q["xi_t"].var()) - 1) < 0.02
+    B = np.asarray(q["B"])
+    assert abs(B[:, 0, 0].var() - 2) < 0.05 and abs(B[:, 0, 1].var() - 1) < 0.03
+    assert np.allclose(B, np.swapaxes(B, -1, -2))
+    q2 = _draws(jax.random.PRNGKey(2), n, T, "qmc")
+    assert not np.allclose(q2["xi_t"], q["xi_t"])
+    with pytest.raises(ValueError, match="sampling"):
+        lora._Setup(_cfg(), PRE, sampling="sobol")

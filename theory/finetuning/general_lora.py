@@ -33,6 +33,9 @@ RS stability: λ_AT = α′ E‖I − H⁻¹𝕄‖²_F < 1 (the scalar form of 
 Symmetries: (u, v) → (−u, −v) (m_W → −m_W); u ↔ v. The penalty breaks (cu, v/c): |u| = |v| at
 stationarity, so q_uu = q_vv at the fixed point (checked in the tests).
 
+Solve protocol (§9): :mod:`theory.engine` on the channel :class:`GeneralLoraChannel` (the same
+driver as the symmetric channel: phases, Stein retry, branch search, MC repeats, flags).
+
 Scope: fresh sequences, random or ``smallest_score`` selection (the frozen-background law of T36 is
 unchanged); ``reuse = true`` with general LoRA is not covered (raises, as for softmax reuse).
 """
@@ -41,23 +44,21 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import engine
 from ..config import Config
-from ..fixed_point import damped_fixed_point
+from ..solver_constants import RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
 from ..states import FinetuneState, PretrainState
 from . import noise
-from ..solver_constants import (ANDERSON_MEMORY, BRANCH_SEARCH_CAP, RS_DOUBT_MULTIMIN,
-                                STEIN_THRESHOLD)
-from .lora import _aggregate, _distinct, _flags, _label, _Setup
+from .lora import _aggregate, _distinct, _label, _Setup
 from .lora_channel import start_target
 from .prox_vec import jacobi_eigh, multistart_prox, sym_inverse
 
-__all__ = ["solve", "linear_test_error"]
+__all__ = ["solve", "linear_test_error", "GeneralLoraChannel"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -84,13 +85,15 @@ def _pack(Q, m, V):
 
 
 def _sanitize(x, q0):
-    """Q, V projected on PD matrices (eigenvalues ≥ 1e-10), m shrunk so that mᵀQ⁻¹m < q0*."""
+    """Q, V projected on PD matrices (eigenvalues ≥ 1e-10), m shrunk so that mᵀQ⁻¹m < q0*
+    (the quadratic form from the eigen-decomposition: never a singular solve)."""
     Q, m, V = _unpack(np.asarray(x, float))
     w, U = np.linalg.eigh(_sym(Q))
-    Q = (U * np.maximum(w, 1e-10)) @ U.T
-    w, U = np.linalg.eigh(_sym(V))
-    V = (U * np.maximum(w, 1e-12)) @ U.T
-    r = float(m @ np.linalg.solve(Q, m))
+    w = np.maximum(w, 1e-10)
+    Q = (U * w) @ U.T
+    wv, Uv = np.linalg.eigh(_sym(V))
+    V = (Uv * np.maximum(wv, 1e-12)) @ Uv.T
+    r = float(np.sum((U.T @ m) ** 2 / w))
     if r >= q0 * (1 - 1e-9):
         m = m * math.sqrt(q0 * (1 - 1e-9) / r)
     return Q, m, V
@@ -197,17 +200,23 @@ def _data(S: _Setup, key) -> dict:
 
 
 def _fields(Q, m, q0):
-    Qh = _sqrtm(Q)
-    mu = np.linalg.solve(Qh, m)
-    sp = math.sqrt(max(q0 - float(m @ np.linalg.solve(Q, m)), 0.0))
+    """Q^{1/2}, μ = Q^{-1/2} m, s′ = √(q0* − mᵀQ⁻¹m) (T33), from the eigen-decomposition of Q."""
+    w, U = np.linalg.eigh(_sym(Q))
+    w = np.maximum(w, 1e-300)
+    Qh = (U * np.sqrt(w)) @ U.T
+    c = U.T @ m
+    mu = U @ (c / np.sqrt(w))
+    sp = math.sqrt(max(q0 - float(np.sum(c * c / w)), 0.0))
     return Qh, mu, sp
 
 
-def _hats(S: _Setup, means: dict, Q, m):
+def _hats(S: _Setup, means: dict, Q, m, force_stein: bool = False):
+    """(T33) matrix hats: derivative forms, or the Stein forms when the multi-minimum fraction is
+    ≥ STEIN_THRESHOLD or ``force_stein`` (the engine's retry of a stalled iteration)."""
     al, q0 = S.alpha, S.q0
     Qh, mu, sp = _fields(Q, m, q0)
     Qhat = al * _sym(np.asarray(means["ff"]))
-    stein = float(means["multimin"]) >= STEIN_THRESHOLD and sp > 1e-8
+    stein = (force_stein or float(means["multimin"]) >= STEIN_THRESHOLD) and sp > 1e-8
     if stein:
         feta = np.asarray(means["feta"])
         mhat = al * feta / sp
@@ -229,57 +238,81 @@ def _prior(S: _Setup, Qhat, mhat, Vhat):
     return V, S.q0 * V @ mhat, V @ (S.q0 * np.outer(mhat, mhat) + Qhat) @ V
 
 
-def _solve_branch(S: _Setup, data, x0, warm0=None, *, max_iter=None):
-    cfg = S.cfg
-    T = S.T
-    run = _channel_fn("linear" if S.linear else "softmax", S.beta, T)
-    state = dict(warm=(jnp.zeros((S.n, 2 * T)) if warm0 is None else warm0),
-                 full=warm0 is None, phase2=False)
+class GeneralLoraChannel:
+    """General rank-one LoRA channel (T33) for :func:`theory.engine.solve`: x = (q_uu, q_uv, q_vv,
+    m_u, m_v, V_uu, V_uv, V_vv), hats (Q̂_W, m̂_W, V̂_W), the jitted multistart prox above."""
 
-    def evaluate(x, full):
-        Q, m, V = _sanitize(x, S.q0)
-        Qh, mu, sp = _fields(Q, m, S.q0)
-        means, z = run(jnp.asarray(Qh), jnp.asarray(np.linalg.inv(V)), float(Q[0, 1]),
-                       jnp.asarray(mu), sp, S.q0, state["warm"], data, full=full)
-        state["warm"] = z
-        return (Q, m, V), means
+    stage = "fine-tuning"
 
-    def step(x):
-        full, state["full"] = state["full"], state["phase2"]
-        (Q, m, V), means = evaluate(x, full)
-        Qhat, mhat, Vhat, _ = _hats(S, means, Q, m)
-        Vn, mn, Qn = _prior(S, Qhat, mhat, Vhat)
+    def __init__(self, S: _Setup):
+        self.S = S
+        self._run = _channel_fn("linear" if S.linear else "softmax", S.beta, S.T)
+
+    def draws(self, key):
+        return _data(self.S, key)
+
+    def cold_warm(self, data):
+        return jnp.zeros((self.S.n, 2 * self.S.T))
+
+    def sanitize(self, x):
+        return _pack(*_sanitize(x, self.S.q0))
+
+    def means(self, x, warm, data, full):
+        Q, m, V = _unpack(x)
+        Qh, mu, sp = _fields(Q, m, self.S.q0)
+        return self._run(jnp.asarray(Qh), jnp.asarray(np.linalg.inv(V)), float(Q[0, 1]),
+                         jnp.asarray(mu), sp, self.S.q0, warm, data, full=full)
+
+    def hats(self, x, means, force_stein):
+        Q, m, _ = _unpack(x)
+        *h, stein = _hats(self.S, means, Q, m, force_stein)
+        return tuple(h), stein
+
+    def prior(self, hats):
+        Vn, mn, Qn = _prior(self.S, *hats)
         return _pack(Qn, mn, Vn)
 
-    t0 = time.perf_counter()
-    cap = max_iter if max_iter is not None else cfg.theory.max_iter
-    kw = dict(damping=cfg.theory.damping, tol=cfg.theory.tol, anderson=ANDERSON_MEMORY)
-    # theory.max_iter caps the two phases together (phase 1 keeps one iteration for phase 2)
-    sol1 = damped_fixed_point(step, np.asarray(x0, float), max_iter=max(cap - 1, 1), **kw)
-    sol = sol1
-    if sol1.converged and cap - sol1.iterations >= 1:
-        state["phase2"] = state["full"] = True
-        sol = damped_fixed_point(step, sol1.value, max_iter=cap - sol1.iterations, **kw)
-        iterations = sol1.iterations + sol.iterations
-    else:
-        iterations = sol1.iterations
-    (Q, m, V), means = evaluate(sol.value, True)
-    Qhat, mhat, Vhat, stein = _hats(S, means, Q, m)
-    al, lam, q0 = S.alpha, S.lam, S.q0
-    train = float(means["train"])
-    objective = al * train + lam * (Q[0, 0] + Q[1, 1]) / 2
-    q = math.sqrt(Q[0, 0] * Q[1, 1])
-    prod = float(m[0] * m[1])
-    m_eff = math.copysign(math.sqrt(abs(prod)), prod)
-    res = dict(x=_pack(Q, m, V), Q=Q, mW=m, V=V, Qhat=Qhat, mhat=mhat, Vhat=Vhat, q=q, m=m_eff,
-               v=float(np.trace(V) / 2), train=train, objective=objective,
-               overlap=(abs(m_eff) / math.sqrt(q * q0) if q > 0 else 0.0),
-               lambda_AT=al * float(means["at"]), frac_nonconvex=float(means["nonconvex"]),
-               frac_multimin=float(means["multimin"]), stein_hats=stein,
-               converged=sol.converged, iterations=iterations, residual=sol.residual,
-               seconds=time.perf_counter() - t0)
-    res["rs_doubtful"] = bool(res["lambda_AT"] >= 1.0 or res["frac_multimin"] > RS_DOUBT_MULTIMIN)
-    return res, state["warm"]
+    def record(self, x, hats, means, stein):
+        """M14 outputs at a solved point: q = √(q_uu q_vv), m = sign(m_u m_v)√|m_u m_v|, objective
+        α'·train + λ'(q_uu + q_vv)/2, λ_AT and the prox fractions."""
+        S = self.S
+        Q, m, V = _unpack(x)
+        Qhat, mhat, Vhat = hats
+        al, lam, q0 = S.alpha, S.lam, S.q0
+        train = float(means["train"])
+        q = math.sqrt(Q[0, 0] * Q[1, 1])
+        prod = float(m[0] * m[1])
+        m_eff = math.copysign(math.sqrt(abs(prod)), prod)
+        lam_at = al * float(means["at"])
+        frac_multimin = float(means["multimin"])
+        return dict(Q=Q, mW=m, V=V, Qhat=Qhat, mhat=mhat, Vhat=Vhat, q=q, m=m_eff,
+                    v=float(np.trace(V) / 2), train=train,
+                    objective=al * train + lam * (Q[0, 0] + Q[1, 1]) / 2,
+                    overlap=(abs(m_eff) / math.sqrt(q * q0) if q > 0 else 0.0),
+                    lambda_AT=lam_at, frac_nonconvex=float(means["nonconvex"]),
+                    frac_multimin=frac_multimin, stein_hats=stein,
+                    rs_doubtful=bool(lam_at >= 1.0 or frac_multimin > RS_DOUBT_MULTIMIN))
+
+    def outputs(self, branch, data):
+        r = branch.record
+        t, tc, se, sec = _test_errors(self.S, data, r["Q"], r["mW"])
+        row = dict(q=r["q"], m=r["m"], overlap=r["overlap"], train_error=r["train"],
+                   objective=r["objective"], test_error=t, test_error_clean=tc)
+        if not self.S.linear:
+            row["_se"] = dict(test_error=se, test_error_clean=sec)
+        return row
+
+    def label(self, r):
+        return _label(r)
+
+    def distinct(self, a, b):
+        return _distinct(a, b)
+
+    def doubt(self, r):
+        if not r["rs_doubtful"]:
+            return None
+        return (f"RS doubtful: lambda_AT = {r['lambda_AT']:.3g}, multi-minimum fraction "
+                f"{r['frac_multimin']:.3g}")
 
 
 def linear_test_error(cfg: Config, pre: PretrainState, c: float, Q, m) -> float:
@@ -324,51 +357,32 @@ def _record(r: dict) -> dict:
 
 def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = None) -> FinetuneState:
     """General-LoRA RS fixed point (T33) and its outputs; branches, selection and MC repeats as
-    in :func:`.lora.solve`. ``init``: an 8-vector (q_uu, q_uv, q_vv, m_u, m_v, V_uu, V_uv, V_vv)."""
+    in :func:`.lora.solve` (:func:`theory.engine.solve`). ``init``: an 8-vector (q_uu, q_uv, q_vv,
+    m_u, m_v, V_uu, V_uv, V_vv)."""
     if cfg.finetune.reuse:
         raise NotImplementedError("finetune.lora = 'general' with reuse = true is not covered "
                                   "(needs T34/T35 with K = 2)")
-    t0 = time.perf_counter()
     S = _Setup(cfg, pre, allow_general=True)
-    key = jax.random.PRNGKey(cfg.theory.seed)
-    data = _data(S, key)
-    starts = [(n, x) for n, x in _initial_points(S)]
+    starts = [engine.Start(n, x) for n, x in _initial_points(S)]
     if init is not None:
-        starts = [("init", np.asarray(init, float))] + starts
-    found = []
-    for index, (name, x0) in enumerate(starts):
-        cap = None if index == 0 else min(BRANCH_SEARCH_CAP, cfg.theory.max_iter)
-        r, z = _solve_branch(S, data, x0, max_iter=cap)
-        if index > 0 and not r["converged"]:
-            continue
-        r["start"], r["label"] = name, _label(r)
-        if all(_distinct(r, f) for f in found):
-            found.append(r)
-    found.sort(key=lambda r: r["objective"])
-    best = found[0]
-    R = cfg.theory.mc_repeats if repeats is None else repeats
-    reps, all_conv = [(best, data)], best["converged"]
-    for i in range(1, R):
-        d_i = _data(S, jax.random.fold_in(key, i))
-        r_i, _ = _solve_branch(S, d_i, best["x"])
-        all_conv &= r_i["converged"]
-        reps.append((r_i, d_i))
-    rows = []
-    for r, d in reps:
-        t, tc, se, sec = _test_errors(S, d, r["Q"], r["mW"])
-        rows.append(dict(q=r["q"], m=r["m"], overlap=r["overlap"], train_error=r["train"],
-                         objective=r["objective"], test_error=t, test_error_clean=tc,
-                         se_test=se, se_clean=sec))
-    metrics, err = _aggregate(S, rows)
-    flags = _flags(all_conv, best, len(found))
-    solver = dict(converged=bool(all_conv), iterations=best["iterations"],
-                  residual=float(best["residual"]), seconds=time.perf_counter() - t0,
-                  branch=best["label"], n_branches=len(found), lambda_AT=best["lambda_AT"],
+        starts = [engine.Start("init", np.asarray(init, float))] + starts
+    settings = engine.Settings.from_config(cfg, repeats=repeats)
+    sol = engine.solve(GeneralLoraChannel(S), settings, jax.random.PRNGKey(cfg.theory.seed),
+                       starts)
+    best = sol.best.record
+    metrics, err = _aggregate(S, sol.repeats)
+    solver = dict(converged=sol.stats["converged"], result=best["result"],
+                  result_code=sol.result, iterations=best["iterations"],
+                  residual=float(best["residual"]), seconds=sol.stats["seconds"],
+                  branch=best["label"], n_branches=len(sol.branches), lambda_AT=best["lambda_AT"],
                   frac_nonconvex=best["frac_nonconvex"], frac_multimin=best["frac_multimin"],
-                  stein_hats=best["stein_hats"], rs_doubtful=best["rs_doubtful"], mc_repeats=R,
-                  kind="general-" + ("linear" if S.linear else "softmax"), order_parameters=_record(best))
-    return FinetuneState(q=metrics["q"], m=metrics["m"], v=best["v"], qhat=float(np.trace(best["Qhat"]) / 2),
-                         mhat=float(np.mean(best["mhat"])), vhat=float(np.trace(best["Vhat"]) / 2),
-                         c=S.c, delta_eff=S.delta_eff, delta_eff_train=S.delta_eff_train,
-                         metrics=metrics, mc_err=err, solver=solver,
-                         branches=tuple(_record(r) for r in found), flags=tuple(flags))
+                  stein_hats=best["stein_hats"], rs_doubtful=best["rs_doubtful"],
+                  mc_repeats=settings.repeats, stein_retries=sol.stats["stein_retries"],
+                  kind="general-" + ("linear" if S.linear else "softmax"),
+                  order_parameters=_record(best))
+    return FinetuneState(q=metrics["q"], m=metrics["m"], v=best["v"],
+                         qhat=float(np.trace(best["Qhat"]) / 2), mhat=float(np.mean(best["mhat"])),
+                         vhat=float(np.trace(best["Vhat"]) / 2), c=S.c, delta_eff=S.delta_eff,
+                         delta_eff_train=S.delta_eff_train, metrics=metrics, mc_err=err,
+                         solver=solver, branches=tuple(_record(r) for r in sol.branches),
+                         flags=sol.flags)

@@ -41,16 +41,11 @@ samples whose prox objective is non-convex (Hessian not PD at ω or on the ω-st
 the fraction with ≥ 2 distinct local minima; a point is flagged "RS doubtful" when λ_AT ≥ 1 or the
 multi-minimum fraction exceeds ``RS_DOUBT_MULTIMIN`` (1%).
 
-Solve protocol (constants in :mod:`theory.solver_constants`; §9): per branch, phase 1 iterates
-the warm-start-only map (each sample's Newton prox started at its previous ẑ; Anderson, damping,
-stall detection), then one step of the full multi-start map (ω, ±top eigenvector, warm) checks
-that no sample's best minimum changed (else phase 1 resumes from the minima it chose, up to
-``PHASE2_ROUNDS`` rounds, then "stalled" and the Stein-form retry); the last full evaluation is
-the reported one. Branch search from a second start stops at ``BRANCH_SEARCH_CAP`` iterations, or
-earlier when its residual rate says it cannot converge by then ("slow"). MC repeats start at the
-solved point. ``theory.max_iter`` caps each branch solve (phases and Stein retry together).
-Newton steps use a modified L D Lᵀ factorisation (:mod:`.prox_vec`), the hats an exact unrolled
-inverse of the prox Hessian.
+Solve protocol (§9): :mod:`theory.engine` (one driver for every RS channel: warm/full phases,
+Stein retry, branch search, choice by free energy, MC repeats started at the solved point,
+aggregation, flags; constants in :mod:`theory.solver_constants`). This module supplies the
+channel, :class:`LoraChannel`. Newton steps use a modified L D Lᵀ factorisation
+(:mod:`theory.prox`), the hats an exact unrolled inverse of the prox Hessian.
 
 Outputs (T32): test on fresh, unselected sequences; linear closed form
 T(T+1)[Δ_eff(c) + q0*² + q² − 2m²] (clean: − T(T+1)Δ'/2); softmax by MC over the frozen draws.
@@ -58,32 +53,25 @@ T(T+1)[Δ_eff(c) + q0*² + q² − 2m²] (clean: − T(T+1)Δ'/2); softmax by MC
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import engine
 from ..config import Config
-from ..fixed_point import damped_fixed_point
-from ..gaussian import goe
+from ..solver_constants import RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
 from ..states import FinetuneState, PretrainState
-from . import noise, reuse, selection
+from . import noise
 from .lora_channel import _channel_fn, _draws, _Setup, _sigma, _test_fn  # noqa: F401
 
 __all__ = ["solve", "solve_linear_reduced", "solve_curve", "test_error_mc", "linear_test_error",
-           "RS_DOUBT_MULTIMIN", "STEIN_THRESHOLD"]
-
-from ..solver_constants import (ANDERSON_MEMORY, BRANCH_SEARCH_CAP, BRANCH_SEARCH_SLOW,  # noqa: E402
-                                PHASE2_ROUNDS, REPEAT_CAP_FACTOR, RS_DOUBT_MULTIMIN,
-                                STALL_ITERATIONS, STEIN_THRESHOLD)
+           "LoraChannel", "RS_DOUBT_MULTIMIN", "STEIN_THRESHOLD"]
 
 
 # ------------------------------------------------------------------------------------------------
-# one branch
+# the channel (T28–T32) on the engine's protocol
 # ------------------------------------------------------------------------------------------------
 def _sanitize(x, q0):
     q = max(float(x[0]), 0.0)
@@ -118,109 +106,71 @@ def _prior(S: _Setup, qhat, mhat, vhat):
     return np.array([(S.q0 * mhat ** 2 + qhat) * v * v, S.q0 * mhat * v, v])
 
 
-def _solve_branch(S: _Setup, data: dict, x0, warm0=None, *, explicit_q: bool = True,
-                  max_iter: int | None = None, slow: int | None = None,
-                  discard_unconverged: bool = False):
-    cfg = S.cfg
-    run = _channel_fn(S.kind, S.beta, S.T, explicit_q)
-    state = dict(warm=(jnp.zeros((S.n, S.T)) if warm0 is None else warm0),
-                 full=warm0 is None)
+class LoraChannel:
+    """Symmetric rank-one LoRA channel (T28–T32) for :func:`theory.engine.solve`: x = (q, m, v),
+    hats (q̂, m̂, v̂), the jitted multistart prox of :mod:`.lora_channel`. Stateless apart from
+    the frozen setup ``S`` of a (cfg, pre) pair."""
 
-    def evaluate(x, full):
-        q, m, v = _sanitize(x, S.q0)
-        means, z = run(jnp.array([q, m, v]), S.q0, state["warm"], data, full=full)
-        state["warm"] = z
-        state["last"] = ((q, m, v), means, full)
-        return (q, m, v), means
+    stage = "fine-tuning"
 
-    def step(x):
-        # the first call of a cold branch needs every start; then warm polish (phase 1) or
-        # the full multi-start map (phase 2)
-        full, state["full"] = state["full"], state["phase2"]
-        (q, m, v), means = evaluate(x, full)
-        return _prior(S, *_hats(S, means, q, m, v, state["force_stein"])[:3])
+    def __init__(self, S: _Setup, explicit_q: bool = True):
+        self.S, self.explicit_q = S, explicit_q
+        self._run = _channel_fn(S.kind, S.beta, S.T, explicit_q)
 
-    t0 = time.perf_counter()
-    cap = max_iter if max_iter is not None else cfg.theory.max_iter
-    tol = cfg.theory.tol
+    def draws(self, key):
+        return self.S.data(key)
 
-    def two_phases(x_start, first_full, budget):
-        # phase 1: warm-start-only prox (cheap), Anderson-accelerated, to convergence; then one
-        # step of the full multi-start map. If no sample's best minimum changed, that step is
-        # within tol: the point is the fixed point of the full map. Otherwise phase 1 resumes
-        # from the minima the full map chose (up to PHASE2_ROUNDS rounds, then "stalled": the
-        # branch choice cycles). A phase 1 that does not converge is reported as such without
-        # the (costly, equally failing) full step. ``budget`` caps all iterations together:
-        # theory.max_iter caps the whole solve of a branch, Stein retry included.
-        x, used, full_first = np.asarray(x_start, float), 0, first_full
-        kw = dict(damping=cfg.theory.damping, tol=tol, anderson=ANDERSON_MEMORY)
-        for _ in range(PHASE2_ROUNDS):
-            state["phase2"], state["full"] = False, full_first
-            sol1 = damped_fixed_point(step, x, max_iter=max(budget - used - 1, 1),
-                                      stall=STALL_ITERATIONS, slow=slow, **kw)
-            used += sol1.iterations
-            if not sol1.converged or budget - used < 1:
-                return dataclasses.replace(sol1, iterations=used)
-            state["phase2"] = state["full"] = True
-            sol2 = damped_fixed_point(step, sol1.value, max_iter=1, **kw)
-            used += 1
-            if sol2.converged:
-                return dataclasses.replace(sol2, iterations=used)
-            x, full_first = sol2.value, False
-        return dataclasses.replace(sol2, result="stalled", iterations=used)
+    def cold_warm(self, data):
+        return jnp.zeros((self.S.n, self.S.T))
 
-    state["force_stein"] = False
-    state["last"] = None
-    sol = two_phases(x0, warm0 is None, cap)
-    stein_retry = False
-    if sol.result == "stalled" and cap - sol.iterations >= 2:
-        # a stall of the derivative-form map: a few samples near a fold of the prox (an
-        # isolated second minimum) make the derivative hats jump between iterates. The Stein
-        # forms hold for any measurable prox (they include the jumps): retry with them, from
-        # the same start, within the iterations left; kept only if it converges (§9)
-        state["force_stein"] = True
-        retry = two_phases(x0, True, cap - sol.iterations)
-        if retry.converged:
-            sol, stein_retry = dataclasses.replace(
-                retry, iterations=sol.iterations + retry.iterations), True
-        else:
-            state["force_stein"] = False
-    if discard_unconverged and not sol.converged:   # a branch search the caller drops
-        return dict(converged=False, result=sol.result, iterations=sol.iterations), None
-    last = state["last"]
-    xs = np.array(_sanitize(sol.value, S.q0))
-    if (sol.converged and last is not None and last[2]
-            and np.max(np.abs(xs - np.array(last[0]))) <= tol * (1.0 + np.max(np.abs(xs)))):
-        # the last map evaluation was the full map at the previous iterate, within tol of the
-        # fixed point: report that point with its sample means (no second full evaluation)
-        (q, m, v), means = last[0], last[1]
-    else:
-        (q, m, v), means = evaluate(sol.value, True)
-    qhat, mhat, vhat, stein = _hats(S, means, q, m, v, state["force_stein"])
-    al, lam, q0 = S.alpha, S.lam, S.q0
-    train = float(means["train"])
-    objective = al * train + lam * q
-    phi = (0.5 * qhat * v - 0.5 * vhat * q + mhat * m
-           - (q0 * mhat ** 2 + qhat) / (2 * (vhat + 2 * lam)) + al * float(means["F"]))
-    lam_at = al * float(means["at"])
-    res = dict(q=q, m=m, v=v, qhat=qhat, mhat=mhat, vhat=vhat, train=train, objective=objective,
-               phi=phi, phi_minus_objective=phi - objective, lambda_AT=lam_at,
-               frac_nonconvex=float(means["nonconvex"]), frac_multimin=float(means["multimin"]),
-               frac_prox_unconverged=float(means["unconv"]), stein_hats=stein,
-               overlap=(m / math.sqrt(q * q0) if q > 0 else 0.0),
-               stein_retry=stein_retry,
-               converged=sol.converged, result=sol.result, iterations=sol.iterations,
-               residual=sol.residual,
-               seconds=time.perf_counter() - t0)
-    res["rs_doubtful"] = bool(lam_at >= 1.0 or res["frac_multimin"] > RS_DOUBT_MULTIMIN)
-    return res, state["warm"]
+    def sanitize(self, x):
+        return np.array(_sanitize(x, self.S.q0))
 
+    def means(self, x, warm, data, full):
+        return self._run(jnp.array(x), self.S.q0, warm, data, full=full)
 
-def _repeat_cap(S: _Setup, best: dict) -> int:
-    """Iteration cap of an MC repeat, which starts at the solved point of another draw: a few
-    times the iterations that point needed (a repeat that does not converge within it is
-    reported as not converged, like any other)."""
-    return int(min(S.cfg.theory.max_iter, max(100, REPEAT_CAP_FACTOR * best["iterations"])))
+    def hats(self, x, means, force_stein):
+        q, m, v = (float(t) for t in x)
+        *h, stein = _hats(self.S, means, q, m, v, force_stein)
+        return tuple(h), stein
+
+    def prior(self, hats):
+        return _prior(self.S, *hats)
+
+    def record(self, x, hats, means, stein):
+        """T31–T32 at a solved point: objective α'·train + λ'q (= φ at the saddle), φ_var, λ_AT
+        and the prox fractions of the flags."""
+        S = self.S
+        q, m, v = (float(t) for t in x)
+        qhat, mhat, vhat = hats
+        al, lam, q0 = S.alpha, S.lam, S.q0
+        train = float(means["train"])
+        objective = al * train + lam * q
+        phi = (0.5 * qhat * v - 0.5 * vhat * q + mhat * m
+               - (q0 * mhat ** 2 + qhat) / (2 * (vhat + 2 * lam)) + al * float(means["F"]))
+        lam_at = al * float(means["at"])
+        frac_multimin = float(means["multimin"])
+        return dict(q=q, m=m, v=v, qhat=qhat, mhat=mhat, vhat=vhat, train=train,
+                    objective=objective, phi=phi, phi_minus_objective=phi - objective,
+                    lambda_AT=lam_at, frac_nonconvex=float(means["nonconvex"]),
+                    frac_multimin=frac_multimin, frac_prox_unconverged=float(means["unconv"]),
+                    stein_hats=stein, overlap=(m / math.sqrt(q * q0) if q > 0 else 0.0),
+                    rs_doubtful=bool(lam_at >= 1.0 or frac_multimin > RS_DOUBT_MULTIMIN))
+
+    def outputs(self, branch, data):
+        return _metrics_of(self.S, data, branch.record)
+
+    def label(self, r):
+        return _label(r)
+
+    def distinct(self, a, b):
+        return _distinct(a, b)
+
+    def doubt(self, r):
+        if not r["rs_doubtful"]:
+            return None
+        return (f"RS doubtful: lambda_AT = {r['lambda_AT']:.3g}, multi-minimum fraction "
+                f"{r['frac_multimin']:.3g}")
 
 
 def _test_errors(S: _Setup, data: dict, q: float, m: float):
@@ -228,8 +178,13 @@ def _test_errors(S: _Setup, data: dict, q: float, m: float):
     if S.linear:
         t = linear_test_error(S.cfg, S.pre, S.c, q, m)
         return t, t - S.T * (S.T + 1) * S.dp / 2, 0.0, 0.0
-    e, ec = _test_fn(S.kind, S.beta, S.T)(q, m, S.q0, data["xi_t"], data["eta"], data["St"],
-                                          data["Ht"], data["Nt"])
+    return _mc_test(S, data, q, m)
+
+
+def _mc_test(S: _Setup, data: dict, q: float, m: float):
+    kind = "softmax" if S.cfg.model.attention == "softmax" else "linear"
+    e, ec = _test_fn(kind, S.beta, S.T)(q, m, S.q0, data["xi_t"], data["eta"], data["St"],
+                                        data["Ht"], data["Nt"])
     e, ec = np.asarray(e), np.asarray(ec)
     n = e.size
     return (float(e.mean()), float(ec.mean()), float(e.std(ddof=1) / math.sqrt(n)),
@@ -244,22 +199,12 @@ def linear_test_error(cfg: Config, pre: PretrainState, c: float, q: float, m: fl
 
 def test_error_mc(cfg: Config, pre: PretrainState, q: float, m: float, *, key, c=None):
     """MC of the fresh-sample formula of T32 (any σ): (test, clean, se, se_clean)."""
-    S = _Setup(cfg, pre)
-    if c is not None:
-        S.c = float(c)
-    S.linear = False  # force the Monte-Carlo path
-    kind = "softmax" if cfg.model.attention == "softmax" else "linear"
-    data = S.data(key)
-    e, ec = _test_fn(kind, S.beta, S.T)(q, m, S.q0, data["xi_t"], data["eta"], data["St"],
-                                        data["Ht"], data["Nt"])
-    e, ec = np.asarray(e), np.asarray(ec)
-    n = e.size
-    return (float(e.mean()), float(ec.mean()), float(e.std(ddof=1) / math.sqrt(n)),
-            float(ec.std(ddof=1) / math.sqrt(n)))
+    S = _Setup(cfg, pre, c=c)
+    return _mc_test(S, S.data(key), q, m)
 
 
 # ------------------------------------------------------------------------------------------------
-# branches, global selection, repeats
+# starts, branch records, the state
 # ------------------------------------------------------------------------------------------------
 def _initial_points(S: _Setup):
     q0 = S.q0
@@ -278,70 +223,24 @@ def _label(r: dict) -> str:
     return "informative" if r["overlap"] > 0.05 else "uninformative"
 
 
-def _find_branches(S: _Setup, data: dict, starts, *, explicit_q=True):
-    """Solve from every start. The first start gets the full iteration cap; the others get
-    BRANCH_SEARCH_CAP iterations: a start that has not converged by then is drifting (slowly,
-    e.g. m growing from ~0) towards another fixed point and is not kept as a branch."""
-    found = []
-    for index, (name, x0, warm) in enumerate(starts):
-        cap = None if index == 0 else min(BRANCH_SEARCH_CAP, S.cfg.theory.max_iter)
-        # a second start abandons as soon as its rate predicts no convergence within the cap
-        r, z = _solve_branch(S, data, x0, warm, explicit_q=explicit_q, max_iter=cap,
-                             slow=None if index == 0 else BRANCH_SEARCH_SLOW,
-                             discard_unconverged=index > 0)
-        if index > 0 and not r["converged"]:
-            continue
-        r["start"] = name
-        r["label"] = _label(r)
-        if all(_distinct(r, f[0]) for f in found):
-            found.append((r, z))
-    found.sort(key=lambda rz: rz[0]["objective"])
-    return found
+def _metrics_of(S, data, r):
+    """One repeat's metric row (T32); ``_se``: within-draw errors of the sampled test formula."""
+    t, tc, se, sec = _test_errors(S, data, r["q"], r["m"])
+    row = dict(q=r["q"], m=r["m"], overlap=r["overlap"], train_error=r["train"],
+               objective=r["objective"], test_error=t, test_error_clean=tc)
+    if not S.linear:
+        row["_se"] = dict(test_error=se, test_error_clean=sec)
+    return row
 
 
-def _aggregate(S: _Setup, rep_metrics) -> tuple[dict, dict]:
-    """Metrics averaged over the MC repeats, with their errors (spread over repeats ⊕ the
-    within-draw error of the sampled test formula), plus baseline_error and q0star."""
-    keys = ["q", "m", "overlap", "train_error", "objective", "test_error", "test_error_clean"]
-    mean = {k: float(np.mean([r[k] for r in rep_metrics])) for k in keys}
-    R = len(rep_metrics)
-    # one repeat: the spread over repeats cannot be estimated -> None (unknown), never 0.0;
-    # the closed forms (linear test errors) are then unknown as well (they inherit q, m)
-    err = {k: (float(np.std([r[k] for r in rep_metrics], ddof=1) / math.sqrt(R)) if R > 1
-               else None) for k in keys}
-    if not S.linear:   # add the within-draw MC error of the sampled test formula
-        for k, kk in (("test_error", "se_test"), ("test_error_clean", "se_clean")):
-            within = math.sqrt(np.mean([r[kk] ** 2 for r in rep_metrics]) / R)
-            err[k] = math.sqrt(err[k] ** 2 + within ** 2) if err[k] is not None else None
+def _aggregate(S: _Setup, rows) -> tuple[dict, dict]:
+    """Metrics averaged over the MC repeats with their errors (:func:`theory.engine.aggregate`),
+    plus baseline_error and q0star."""
+    mean, err = engine.aggregate(rows)
     base, _, base_e, _ = noise.baseline_error(S.cfg, S.pre, S.c)
     metrics = dict(mean, q0star=S.q0, baseline_error=base)
-    err.update(baseline_error=base_e, q0star=0.0,
-               delta_eff_train=S.delta_eff_train_err)
+    err.update(baseline_error=base_e, q0star=0.0, delta_eff_train=S.delta_eff_train_err)
     return metrics, err
-
-
-def _flags(all_converged: bool, best: dict, n_found: int, stein_retries: int = 0) -> list[str]:
-    """The diagnostics a fine-tuning state carries (never a silent doubtful answer)."""
-    flags = []
-    if not all_converged:
-        flags.append("fine-tuning fixed point not converged")
-    if stein_retries:
-        flags.append(f"Stein hats after a stalled derivative-form iteration ({stein_retries} of "
-                     "the solves: selected branch and MC repeats)")
-    if best["rs_doubtful"]:
-        flags.append(f"RS doubtful: lambda_AT = {best['lambda_AT']:.3g}, multi-minimum fraction "
-                     f"{best['frac_multimin']:.3g}")
-    if n_found > 1:
-        flags.append(f"{n_found} fixed points found; the lowest objective is reported")
-    return flags
-
-
-def _state_from(S: _Setup, best: dict, branches, rep_metrics, extra_solver, flags):
-    metrics, err = _aggregate(S, rep_metrics)
-    return FinetuneState(q=metrics["q"], m=metrics["m"], v=best["v"], qhat=best["qhat"],
-                         mhat=best["mhat"], vhat=best["vhat"], c=S.c, delta_eff=S.delta_eff,
-                         delta_eff_train=S.delta_eff_train, metrics=metrics, mc_err=err,
-                         solver=dict(extra_solver), branches=tuple(branches), flags=tuple(flags))
 
 
 def _branch_record(r: dict) -> dict:
@@ -351,46 +250,38 @@ def _branch_record(r: dict) -> dict:
     return {k: r[k] for k in keep}
 
 
-def _metrics_of(S, data, r):
-    t, tc, se, sec = _test_errors(S, data, r["q"], r["m"])
-    return dict(q=r["q"], m=r["m"], overlap=r["overlap"], train_error=r["train"],
-                objective=r["objective"], test_error=t, test_error_clean=tc, se_test=se,
-                se_clean=sec)
+def _state_from(S: _Setup, best: dict, branches, rows, extra_solver, flags):
+    metrics, err = _aggregate(S, rows)
+    return FinetuneState(q=metrics["q"], m=metrics["m"], v=best["v"], qhat=best["qhat"],
+                         mhat=best["mhat"], vhat=best["vhat"], c=S.c, delta_eff=S.delta_eff,
+                         delta_eff_train=S.delta_eff_train, metrics=metrics, mc_err=err,
+                         solver=dict(extra_solver), branches=tuple(branches), flags=tuple(flags))
+
+
+def _starts(S: _Setup, init=None):
+    starts = [engine.Start(n, x) for n, x in _initial_points(S)]
+    if init is not None:
+        x = np.array([init.q, init.m, init.v]) if hasattr(init, "q") else np.asarray(init, float)
+        starts = [engine.Start("init", x)] + starts
+    return starts
 
 
 def _solve_setup(S: _Setup, *, init=None, repeats=None, explicit_q=True) -> FinetuneState:
-    cfg = S.cfg
-    t0 = time.perf_counter()
-    key = jax.random.PRNGKey(cfg.theory.seed)
-    data = S.data(key)
-    starts = [(n, x, None) for n, x in _initial_points(S)]
-    if init is not None:
-        x = np.array([init.q, init.m, init.v]) if hasattr(init, "q") else np.asarray(init, float)
-        starts = [("init", x, None)] + starts
-    found = _find_branches(S, data, starts, explicit_q=explicit_q)
-    best, zbest = found[0]
-    branches = [_branch_record(r) for r, _ in found]
-    reps = [_metrics_of(S, data, best)]
-    R = cfg.theory.mc_repeats if repeats is None else repeats
-    x_best = np.array([best["q"], best["m"], best["v"]])
-    all_conv = best["converged"]
-    retries = int(best.get("stein_retry", False))
-    for i in range(1, R):
-        d_i = S.data(jax.random.fold_in(key, i))
-        r_i, _ = _solve_branch(S, d_i, x_best, None, explicit_q=explicit_q,
-                               max_iter=_repeat_cap(S, best))
-        all_conv &= r_i["converged"]
-        retries += int(r_i.get("stein_retry", False))
-        reps.append(_metrics_of(S, d_i, r_i))
-    flags = _flags(all_conv, best, len(found), retries)
-    extra = dict(converged=bool(all_conv), result=best["result"], iterations=best["iterations"],
-                 residual=float(best["residual"]), seconds=time.perf_counter() - t0,
-                 branch=best["label"], n_branches=len(found), lambda_AT=best["lambda_AT"],
+    settings = engine.Settings.from_config(S.cfg, repeats=repeats)
+    sol = engine.solve(LoraChannel(S, explicit_q), settings,
+                       jax.random.PRNGKey(S.cfg.theory.seed), _starts(S, init))
+    best = sol.best.record
+    extra = dict(converged=sol.stats["converged"], result=best["result"],
+                 result_code=sol.result, iterations=best["iterations"],
+                 residual=float(best["residual"]), seconds=sol.stats["seconds"],
+                 branch=best["label"], n_branches=len(sol.branches), lambda_AT=best["lambda_AT"],
                  frac_nonconvex=best["frac_nonconvex"], frac_multimin=best["frac_multimin"],
                  stein_hats=best["stein_hats"], phi=best["phi"],
                  phi_minus_objective=best["phi_minus_objective"], rs_doubtful=best["rs_doubtful"],
-                 mc_repeats=R, explicit_q_term=explicit_q, kind=S.kind)
-    return _state_from(S, best, branches, reps, extra, flags)
+                 mc_repeats=settings.repeats, stein_retries=sol.stats["stein_retries"],
+                 explicit_q_term=explicit_q, kind=S.kind)
+    return _state_from(S, best, [_branch_record(r) for r in sol.branches], sol.repeats, extra,
+                       sol.flags)
 
 
 def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = None,

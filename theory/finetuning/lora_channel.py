@@ -8,6 +8,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..config import Config
 from ..gaussian import goe
@@ -19,9 +20,17 @@ from .prox_vec import jacobi_eigh, multistart_prox, sym_inverse
 # ------------------------------------------------------------------------------------------------
 # frozen draws and channel data
 # ------------------------------------------------------------------------------------------------
-def _draws(key, n: int, T: int) -> dict:
-    """Frozen common random numbers of T28 (unit variances); η is antithetic (second half −first)."""
+def _draws(key, n: int, T: int, sampling: str = "mc") -> dict:
+    """Frozen common random numbers of T28 (unit variances); η is antithetic (second half −first).
+
+    ``sampling = "qmc"``: the n/2 base points are a scrambled Sobol sequence (scipy.stats.qmc,
+    Owen scrambling seeded from ``key``) in the 2T + 4K_T coordinates (ξ_t, η, and the Frobenius
+    coordinates of B, R, ξ', G), mapped by the normal quantile: each point is exactly N(0, I)
+    distributed, so the estimator is unbiased, and independent keys give independent randomised
+    replicates, whose spread (the MC repeats) is the honest error."""
     n2 = (n + 1) // 2
+    if sampling == "qmc":
+        return _qmc_draws(key, n2, T)
     k = jax.random.split(key, 6)
     eta = jax.random.normal(k[1], (n2, T))
     return dict(xi_t=jnp.concatenate([x := jax.random.normal(k[0], (n2, T)), x]),
@@ -32,12 +41,34 @@ def _draws(key, n: int, T: int) -> dict:
                 G=jnp.concatenate([g := goe(k[5], (n2,), T), g]))
 
 
+def _qmc_draws(key, n2: int, T: int) -> dict:
+    from scipy.special import ndtri
+    from scipy.stats import qmc
+
+    K = T * (T + 1) // 2
+    seed = int(jax.random.randint(key, (), 0, 2 ** 31 - 1))
+    u = qmc.Sobol(d=2 * T + 4 * K, scramble=True, seed=seed).random(n2)
+    g = jnp.asarray(ndtri(np.clip(u, 1e-16, 1 - 1e-16)))
+    iu = np.triu_indices(T)
+    scale = jnp.asarray(np.where(iu[0] == iu[1], np.sqrt(2.0), 1.0))   # GOE_T(1): diag var 2
+
+    def sym(c):                                              # (n2, K) -> (n2, T, T)
+        H = jnp.zeros((n2, T, T)).at[:, iu[0], iu[1]].set(c * scale)
+        return H.at[:, iu[1], iu[0]].set(c * scale)
+
+    xi, eta = g[:, :T], g[:, T:2 * T]
+    mats = [sym(g[:, 2 * T + i * K:2 * T + (i + 1) * K]) for i in range(4)]
+    two = lambda a: jnp.concatenate([a, a])
+    return dict(xi_t=two(xi), eta=jnp.concatenate([eta, -eta]), B=two(mats[0]),
+                R=two(mats[1]), Xp=two(mats[2]), G=two(mats[3]))
+
+
 class _Setup:
     """Everything fixed for a given (cfg, pre): c, Δ's, and the channel arrays per key."""
 
     def __init__(self, cfg: Config, pre: PretrainState, *, reduced: bool = False,
                  delta_train: float | None = None, allow_general: bool = False,
-                 c: float | None = None):
+                 c: float | None = None, sampling: str = "mc"):
         ft = cfg.finetune
         if ft.lora != "symmetric" and not allow_general:
             raise NotImplementedError("finetune.lora = 'general' (u vᵀ, T33): solved by "
@@ -80,10 +111,13 @@ class _Setup:
         self.n = cfg.theory.mc_samples
         self.kind = "reduced" if reduced else ("linear" if self.linear else "softmax")
         self.beta = cfg.model.beta
+        if sampling not in ("mc", "qmc"):
+            raise ValueError(f"sampling = {sampling!r}: must be 'mc' or 'qmc'")
+        self.sampling = sampling
 
     def data(self, key) -> dict:
         """Per-sample channel arrays (independent of q, m, v)."""
-        d = _draws(key, self.n, self.T)
+        d = _draws(key, self.n, self.T, self.sampling)
         Q = self.pre.Q
         Bt = jnp.sqrt(Q) * d["B"]
         if self.reduced:

@@ -11,9 +11,10 @@ import numpy as np
 
 from ..config import Config
 from ..states import FinetuneState, PretrainState
+from .. import engine
 from . import noise
-from .lora import (_branch_record, _distinct, _initial_points, _label, _metrics_of, _repeat_cap,
-                   _Setup, _solve_branch, _solve_setup, _state_from)
+from .lora import (LoraChannel, _branch_record, _initial_points, _metrics_of, _Setup,
+                   _solve_setup, _state_from)
 
 
 LEARNED_C_XTOL = 1e-3      # absolute tolerance of the learned recalibration c
@@ -66,7 +67,8 @@ def solve_learned_c(cfg: Config, pre: PretrainState, *, init=None, repeats: int 
 
 def solve_curve(cfg: Config, pre: PretrainState, alphas, *, repeats: int = 1) -> dict:
     """Continuation in α' (T28–T31) with two tracks (informative / uninformative), warm-started
-    in (q, m, v) and in the per-sample prox solutions; frozen draws shared along the curve.
+    in (q, m, v) and in the per-sample prox solutions; frozen draws shared along the curve
+    (branches by :func:`theory.engine.solve_branch`, every track with the full cap).
 
     Returns dict(alphas, states (global, per α'), branches (per α', every distinct fixed point),
     spinodals (list of (α'_left, α'_right, 'appears'|'disappears', label))). A spinodal is recorded
@@ -74,43 +76,46 @@ def solve_curve(cfg: Config, pre: PretrainState, alphas, *, repeats: int = 1) ->
     ``repeats`` > 1 re-solves the global branch on independent draws (MC errors)."""
     alphas = [float(a) for a in alphas]
     key = jax.random.PRNGKey(cfg.theory.seed)
+    settings = engine.Settings.from_config(cfg, repeats=repeats)
     S0 = _Setup(cfg.replace(finetune={"alpha": alphas[0]}), pre)
     data = S0.data(key)
     tracks = None
     states, branches_all, labels = [], [], []
     t0 = time.perf_counter()
     for al in alphas:
-        cfg_a = cfg.replace(finetune={"alpha": al})
-        S = _Setup(cfg_a, pre)
+        S = _Setup(cfg.replace(finetune={"alpha": al}), pre)
+        ch = LoraChannel(S)
         if tracks is None:
-            starts = [(n, x, None) for n, x in _initial_points(S)]
+            starts = [engine.Start(n, x) for n, x in _initial_points(S)]
         else:
-            starts = [(n, np.array([r["q"], r["m"], r["v"]]), z) for n, (r, z) in tracks.items()]
+            starts = [engine.Start(n, b.x, b.warm) for n, b in tracks.items()]
         res = []
-        for name, x0, warm in starts:
-            r, z = _solve_branch(S, data, x0, warm)
-            r["start"], r["label"] = name, _label(r)
-            res.append((name, r, z))
-        tracks = {name: (r, z) for name, r, z in res}
+        for s in starts:
+            b = engine.solve_branch(ch, data, s, settings)
+            b.record.update(start=s.name, label=ch.label(b.record))
+            res.append((s.name, b))
+        tracks = dict(res)
         found = []
-        for _, r, _ in res:
-            if all(_distinct(r, f) for f in found):
-                found.append(r)
-        found.sort(key=lambda r: r["objective"])
+        for _, b in res:
+            if all(ch.distinct(b.record, f.record) for f in found):
+                found.append(b)
+        found.sort(key=lambda b: b.record["objective"])
         best = found[0]
-        reps = [_metrics_of(S, data, best)]
+        rows = [_metrics_of(S, data, best.record)]
         for i in range(1, repeats):
             d_i = S.data(jax.random.fold_in(key, i))
-            r_i, _ = _solve_branch(S, d_i, np.array([best["q"], best["m"], best["v"]]),
-                                   max_iter=_repeat_cap(S, best))
-            reps.append(_metrics_of(S, d_i, r_i))
-        flags = ["RS doubtful"] if best["rs_doubtful"] else []
-        extra = dict(converged=best["converged"], iterations=best["iterations"],
-                     branch=best["label"], n_branches=len(found), lambda_AT=best["lambda_AT"],
-                     frac_multimin=best["frac_multimin"], rs_doubtful=best["rs_doubtful"])
-        states.append(_state_from(S, best, [_branch_record(r) for r in found], reps, extra, flags))
-        branches_all.append([_branch_record(r) for r in found])
-        labels.append(sorted(r["label"] for r in found))
+            r_i = engine.solve_branch(ch, d_i, engine.Start("repeat", best.x), settings,
+                                      cap=settings.repeat_cap(best.iterations))
+            rows.append(_metrics_of(S, d_i, r_i.record))
+        rec = best.record
+        flags = ["RS doubtful"] if rec["rs_doubtful"] else []
+        extra = dict(converged=rec["converged"], iterations=rec["iterations"],
+                     branch=rec["label"], n_branches=len(found), lambda_AT=rec["lambda_AT"],
+                     frac_multimin=rec["frac_multimin"], rs_doubtful=rec["rs_doubtful"])
+        records = [_branch_record(b.record) for b in found]
+        states.append(_state_from(S, rec, records, rows, extra, flags))
+        branches_all.append(records)
+        labels.append(sorted(b.record["label"] for b in found))
     spinodals = []
     for i in range(1, len(alphas)):
         a, b = labels[i - 1], labels[i]
@@ -119,4 +124,3 @@ def solve_curve(cfg: Config, pre: PretrainState, alphas, *, repeats: int = 1) ->
             spinodals.append((alphas[i - 1], alphas[i], kind, a if len(a) > len(b) else b))
     return dict(alphas=alphas, states=states, branches=branches_all, spinodals=spinodals,
                 seconds=time.perf_counter() - t0)
-

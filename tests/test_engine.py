@@ -1,0 +1,204 @@
+"""The RS engine (theory/engine, THEORY.md §9) on a toy channel with a known answer.
+
+Toy: the mean-field Ising (Curie–Weiss) saddle point with random fields, x = tanh(βx + h + sξ)
+averaged over frozen draws ξ ~ N(0, 1); free energy f(x) = βx²/2 − E log 2cosh(βx + h + sξ)
+(stationary exactly at the fixed points). For β > 1 and small h > 0 there are two stable fixed
+points, x₊ > 0 (global: lower f) and x₋ < 0. Checked: the phases (full calls first and last,
+warm-only in between; warm starts skip the first full call), the branch choice by free energy
+and its flag, MC aggregation (mean, spread/√R ⊕ within-draw error; unknown at R = 1), the Stein
+retry of a stalled iteration, the result codes (max_iter, nonfinite, repeat_unconverged) and the
+dropped branch search. Fast (numpy maps; no jit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+from theory import engine
+from theory.config import Config
+
+BETA, H, SIG, N = 2.0, 0.05, 0.1, 4000
+
+
+class Toy:
+    stage = "toy"
+
+    def __init__(self, beta=BETA, h=H, s=SIG, n=N):
+        self.beta, self.h, self.s, self.n = beta, h, s, n
+        self.calls = []          # test spy: the `full` flag of every evaluation
+
+    def draws(self, key):
+        return np.asarray(jax.random.normal(key, (self.n,)))
+
+    def cold_warm(self, data):
+        return np.zeros(1)
+
+    def sanitize(self, x):
+        return np.clip(np.asarray(x, float), -1.0, 1.0)
+
+    def means(self, x, warm, data, full):
+        self.calls.append(full)
+        u = self.beta * x[0] + self.h + self.s * data
+        return dict(t=float(np.mean(np.tanh(u))),
+                    logz=float(np.mean(np.logaddexp(u, -u)))), warm + 1
+
+    def hats(self, x, means, force_stein):
+        return (means["t"],), bool(force_stein)
+
+    def prior(self, hats):
+        return np.array([hats[0]])
+
+    def record(self, x, hats, means, stein):
+        return dict(x=float(x[0]), objective=0.5 * self.beta * x[0] ** 2 - means["logz"],
+                    overlap=abs(float(x[0])), rs_doubtful=False, stein_hats=stein)
+
+    def outputs(self, branch, data):
+        return dict(x=branch.record["x"], objective=branch.record["objective"],
+                    _se=dict(x=0.01))
+
+    def label(self, r):
+        return "plus" if r["x"] > 0 else "minus"
+
+    def distinct(self, a, b):
+        return abs(a["x"] - b["x"]) > 1e-3
+
+    def doubt(self, r):
+        return None
+
+
+def _exact(beta=BETA, h=H, sign=1.0):
+    """Deterministic root of x = tanh(βx + h) (s → 0) on the side ``sign``."""
+    return brentq(lambda x: x - math.tanh(beta * x + h), 0.3 * sign, 1.0 * sign)
+
+
+KEY = jax.random.PRNGKey(0)
+STARTS = [engine.Start("plus", np.array([0.9])), engine.Start("minus", np.array([-0.9]))]
+SET = engine.Settings(tol=1e-10, damping=0.3, max_iter=500, repeats=1)
+
+
+def test_branch_choice_by_free_energy_and_flag():
+    # start from the metastable side first: the driver still reports the global (plus) branch
+    sol = engine.solve(Toy(), SET, KEY, STARTS[::-1])
+    assert sol.converged and sol.result == "converged"
+    assert [b["label"] for b in sol.branches] == ["plus", "minus"]
+    assert sol.branches[0]["objective"] < sol.branches[1]["objective"]
+    assert sol.value[0] == pytest.approx(_exact(), abs=5e-3)      # s = 0.1 shifts it slightly
+    assert sol.branches[1]["x"] == pytest.approx(_exact(sign=-1.0), abs=5e-3)
+    assert any("2 fixed points found" in f for f in sol.flags)
+    assert sol.stats["n_branches"] == 2 and sol.mc_err["x"] is None   # R = 1: unknown
+
+
+def test_exact_fixed_point_without_noise():
+    sol = engine.solve(Toy(s=0.0), SET, KEY, STARTS[:1])
+    assert sol.value[0] == pytest.approx(_exact(), abs=1e-9)
+    assert sol.best.record["residual"] <= 1e-10
+
+
+def test_phases_full_first_and_last_warm_between():
+    toy = Toy()
+    full_first = dataclasses.replace(SET, cold_full_first=True)
+    b = engine.solve_branch(toy, toy.draws(KEY), STARTS[0], full_first)
+    assert b.converged and toy.calls[0] is True and toy.calls[-1] is True
+    assert not any(toy.calls[1:-1]) and len(toy.calls) == b.iterations
+    # default: a cold start begins warm-only (from cold_warm); the last evaluation is full
+    toy1 = Toy()
+    b1 = engine.solve_branch(toy1, toy1.draws(KEY), STARTS[0], SET)
+    assert toy1.calls[0] is False and toy1.calls[-1] is True and sum(toy1.calls) == 1
+    assert b1.x[0] == pytest.approx(b.x[0], abs=1e-9)
+    # the reported point is the last full evaluation (no second full call), within tol
+    toy2 = Toy()
+    b2 = engine.solve_branch(toy2, toy2.draws(KEY), engine.Start("w", b.x, warm=b.warm), SET)
+    assert toy2.calls[0] is False and b2.iterations <= 3                # warm start: warm first
+    assert b2.x[0] == pytest.approx(b.x[0], abs=1e-9)
+
+
+def test_mc_repeats_aggregate_with_errors():
+    R = 4
+    sol = engine.solve(Toy(), engine.Settings(tol=1e-10, repeats=R), KEY, STARTS)
+    xs = np.array([r["x"] for r in sol.repeats])
+    assert len(xs) == R and np.ptp(xs) > 0                           # independent draws
+    assert sol.metrics["x"] == pytest.approx(xs.mean(), rel=1e-12)
+    spread = xs.std(ddof=1) / math.sqrt(R)
+    assert sol.mc_err["x"] == pytest.approx(math.sqrt(spread ** 2 + 0.01 ** 2 / R), rel=1e-12)
+    assert sol.mc_err["objective"] == pytest.approx(
+        np.std([r["objective"] for r in sol.repeats], ddof=1) / math.sqrt(R), rel=1e-12)
+    assert abs(sol.metrics["x"] - _exact()) < 5 * sol.mc_err["x"] + 5e-3
+    assert len(sol.stats["repeat_iterations"]) == R
+
+
+class Folded(Toy):
+    """Derivative-form hats with a jump at x = 0.5 (no fixed point: the iteration cycles and
+    stalls); the Stein forms are continuous (fixed point 0.5)."""
+
+    def hats(self, x, means, force_stein):
+        if force_stein:
+            return (0.5,), True
+        return (0.5 - 0.2 * math.copysign(1.0, x[0] - 0.5),), False
+
+
+def test_stalled_iteration_is_retried_with_stein_hats():
+    sol = engine.solve(Folded(), SET, KEY, STARTS[:1])
+    assert sol.converged and sol.best.stein_retry
+    assert sol.value[0] == pytest.approx(0.5, abs=1e-9)
+    assert any("Stein hats after a stalled" in f for f in sol.flags)
+    off = engine.solve(Folded(), engine.Settings(tol=1e-10, stein_retry=False), KEY, STARTS[:1])
+    assert off.result == "stalled" and not off.converged
+    assert any("toy fixed point not converged" in f for f in off.flags)
+
+
+def test_result_codes_max_iter_and_nonfinite():
+    capped = engine.solve(Toy(), engine.Settings(tol=1e-14, max_iter=3), KEY, STARTS[:1])
+    assert capped.result == "max_iter" and capped.best.iterations <= 3
+    assert not capped.converged and capped.flags[0] == "toy fixed point not converged"
+
+    class Broken(Toy):
+        def prior(self, hats):
+            return np.array([np.nan])
+
+    bad = engine.solve(Broken(), SET, KEY, STARTS[:1])
+    assert bad.result == "nonfinite" and bad.result in engine.RESULT_CODES
+
+
+def test_unconverged_repeat_is_reported():
+    class LateFold(Toy):
+        # the first draws converge; the repeats' draws fold (no fixed point): repeat_unconverged
+        def draws(self, key):
+            d = super().draws(key)
+            return d if int(np.asarray(key)[-1]) == 0 else d + 100.0
+
+        def hats(self, x, means, force_stein):
+            if means["t"] > 0.999 and not force_stein:
+                return (0.5 - 0.2 * math.copysign(1.0, x[0] - 0.5),), False
+            return (means["t"],), force_stein
+
+    sol = engine.solve(LateFold(), engine.Settings(tol=1e-10, repeats=2, stein_retry=False),
+                       KEY, STARTS[:1])
+    assert sol.best.converged and sol.result == "repeat_unconverged" and not sol.converged
+
+
+def test_slow_branch_search_is_dropped():
+    # β = 1, h = 0: x = tanh x; from 0.9 the iteration crawls (rate → 1) and is dropped
+    toy = Toy(beta=1.0, h=0.0, s=0.0)
+    sol = engine.solve(toy, engine.Settings(tol=1e-12, damping=0.0, anderson=0), KEY,
+                       [engine.Start("a", np.array([0.0])), engine.Start("b", np.array([0.9]))])
+    assert len(sol.branches) == 1 and sol.branches[0]["start"] == "a"
+
+
+def test_settings_are_frozen_and_read_the_config():
+    cfg = Config().replace(theory={"tol": 1e-6, "max_iter": 77, "mc_repeats": 2})
+    s = engine.Settings.from_config(cfg)
+    assert (s.tol, s.max_iter, s.repeats) == (1e-6, 77, 2)
+    assert engine.Settings.from_config(cfg, repeats=5).repeats == 5
+    assert s.repeat_cap(10) == 77 and engine.Settings(max_iter=1000).repeat_cap(50) == 200
+    with pytest.raises(Exception):
+        s.tol = 1.0
+    sol = engine.solve(Toy(), SET, KEY, STARTS[:1])
+    with pytest.raises(Exception):
+        sol.result = "x"
+    assert isinstance(Toy(), engine.Channel)

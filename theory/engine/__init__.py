@@ -1,0 +1,20 @@
+"""One engine for the replica-symmetric solvers (THEORY.md §9; issue 13).
+
+``solve(channel, settings, key, starts) -> Solution``: the whole solve protocol (warm/full phases,
+Stein retry, branch search from several starts with the choice by free energy, MC repeats with
+aggregation and errors, stall detection, flags) for any :class:`Channel` — a theory's equations
+as pure functions of the order parameters, the frozen draws and the prox warm start.
+:class:`Settings` (frozen) holds the solver's choices, :class:`Solution` / :class:`BranchResult`
+(frozen) the answers with result codes. ``solve_branch`` solves one branch (continuation).
+
+Channels: symmetric LoRA (:mod:`theory.finetuning.lora`, T28–T32), general u vᵀ LoRA
+(:mod:`theory.finetuning.general_lora`, T33). Not yet ported: the general-σ pre-training
+(:mod:`theory.pretraining.general`, T6–T19) and the Bayes state evolutions (T38–T40, T20–T22).
+"""
+
+from .channel import Channel
+from .driver import aggregate, find_branches, flags_of, solve, solve_branch
+from .settings import RESULT_CODES, BranchResult, Settings, Solution, Start
+
+__all__ = ["Channel", "Settings", "Start", "BranchResult", "Solution", "RESULT_CODES", "solve",
+           "solve_branch", "find_branches", "aggregate", "flags_of"]

@@ -1,0 +1,85 @@
+"""The channel protocol: what a replica-symmetric solver supplies to :mod:`theory.engine`.
+
+A channel is the equations of one theory (the saddle point of THEORY.md T28–T31 for symmetric
+LoRA, T33 for general u vᵀ LoRA; next: T6–T19 general-σ pre-training, T38–T40 Bayes SE) written as
+pure functions of the order parameters x (a flat float64 vector), the frozen draws of one MC
+repeat and the per-sample warm start of the prox. The driver owns the protocol (§9): the two
+phases, the Stein retry, the branch search, the choice by free energy, the MC repeats, their
+aggregation and the flags; a channel owns no solver state.
+
+Methods (all pure; ``data`` and ``warm`` are whatever the channel's jitted code takes):
+
+``draws(key) -> data``
+    the frozen common random numbers of one MC repeat (the driver folds the repeat index in).
+``cold_warm(data) -> warm``
+    the warm start before any evaluation (the first call of a cold branch is a full one).
+``sanitize(x) -> x``
+    x projected on the domain of the map (q ≥ 0, |m| ≤ √(q q0*), v > 0, PD matrices, ...).
+``means(x, warm, data, full) -> (means, warm)``
+    sample means of the hat ingredients at sanitize(x), each sample's prox started at ``warm``
+    only (``full=False``: the cheap warm phase) or from every start of the multistart
+    (``full=True``: the map whose fixed point is reported, with the flags' fractions).
+``hats(x, means, force_stein) -> (hats, stein)``
+    the conjugates (T30 / T33): derivative forms, or the Stein forms when the multi-minimum
+    fraction is ≥ STEIN_THRESHOLD or ``force_stein``; ``stein`` says which were used.
+``prior(hats) -> x``
+    the prior step (T31 / T33): the next order parameters.
+``record(x, hats, means, stein) -> dict``
+    outputs of a solved branch: at least ``objective`` (the free energy at the saddle, by which
+    the global branch is chosen), ``overlap`` and ``rs_doubtful``.
+``outputs(branch, data) -> dict``
+    the per-repeat metric row aggregated over repeats (``branch`` a
+    :class:`~theory.engine.settings.BranchResult`); an optional entry ``"_se"`` maps metric names
+    to their within-draw MC standard errors (sampled test formulas).
+``label(record) -> str`` ; ``distinct(a, b) -> bool`` ; ``doubt(record) -> str | None``
+    branch label, whether two records are different fixed points, and the "RS doubtful" flag.
+
+Attribute ``stage``: a word for the flags ("fine-tuning").
+
+Next ports (not done; what the driver needs for them):
+* general-σ pre-training (:mod:`theory.pretraining.general`, T6–T19; prox :func:`theory.prox.sym_prox`):
+  x = (Q, M, V), one start (T12 at α_eff), repeats from the first repeat's point. Its phase 2
+  falls back to the plain full-map iteration after PHASE2_ROUNDS rounds (a ``Settings`` field
+  ``phase2_fallback = "full_map"`` next to today's ``"stalled"``), its Stein choice is per
+  problem (``hats(..., force_stein)`` as here), and its final evaluation adds metrics (a
+  ``final=True`` argument of ``means``; the metrics then come through ``record``).
+* Bayes SE (:mod:`theory.finetuning.bayes`, T38–T40; no prox, no warm start): objective = −Φ
+  (free entropy maximised), every start solved on every repeat, the choice among *stable*
+  branches (slope of the SE map < 1) with an escape from unstable ones: a ``stability(x,
+  data) -> (slope, kick)`` hook and ``Settings.repeats_per_branch``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Channel"]
+
+
+@runtime_checkable
+class Channel(Protocol):
+    stage: str
+
+    def draws(self, key) -> Any: ...
+
+    def cold_warm(self, data) -> Any: ...
+
+    def sanitize(self, x) -> np.ndarray: ...
+
+    def means(self, x, warm, data, full: bool) -> tuple[dict, Any]: ...
+
+    def hats(self, x, means: dict, force_stein: bool) -> tuple[tuple, bool]: ...
+
+    def prior(self, hats: tuple) -> np.ndarray: ...
+
+    def record(self, x, hats: tuple, means: dict, stein: bool) -> dict: ...
+
+    def outputs(self, branch, data) -> dict: ...
+
+    def label(self, record: dict) -> str: ...
+
+    def distinct(self, a: dict, b: dict) -> bool: ...
+
+    def doubt(self, record: dict) -> str | None: ...

@@ -1,0 +1,190 @@
+"""One driver of the RS solve protocol (THEORY.md §9) for every channel of :mod:`.channel`.
+
+Per branch (:func:`solve_branch`): phase 1 (from a cold start: the channel's ``cold_warm``, or
+the full multistart first with ``Settings.cold_full_first``) iterates the warm-only map x -> prior(hats(means(x,
+warm))) (each sample's prox Newton started at its previous minimiser; damped, Anderson
+accelerated, stall detection) to tol, then one step of the full multistart map checks that no
+sample's best minimum changed; if one did, phase 1 resumes from the minima the full map chose (up
+to ``phase2_rounds`` rounds, then "stalled"). A stalled derivative-form iteration is retried with
+the Stein forms of the hats from the same start, within the iterations left, and kept only if it
+converges. The last full evaluation is the reported one (not repeated).
+
+Global solution (:func:`solve`): branches from every start (the first gets the whole cap, the
+others ``branch_cap`` iterations and stop as "slow" once their residual rate says they cannot
+converge; an unconverged search is dropped); the reported branch has the lowest free energy (the
+channel's ``objective``: φ at the saddle, T31); MC repeats re-solve it on independent frozen draws
+from the solved point (cap ``Settings.repeat_cap``); the per-repeat rows are averaged with errors
+(:func:`aggregate`); flags: not converged, Stein retries, RS doubtful, several fixed points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from ..fixed_point import damped_fixed_point
+from .settings import BranchResult, Settings, Solution, Start
+
+__all__ = ["solve_branch", "find_branches", "solve", "aggregate", "flags_of"]
+
+
+def _within(a, b, tol) -> bool:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return bool(np.max(np.abs(a - b)) <= tol * (1.0 + np.max(np.abs(a))))
+
+
+def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | None = None,
+                 slow: int | None = None, discard_unconverged: bool = False):
+    """Solve one branch from ``start`` on ``data`` (module docstring). Returns a
+    :class:`BranchResult`, or None for an unconverged search with ``discard_unconverged``."""
+    t0 = time.perf_counter()
+    cap = settings.max_iter if cap is None else int(cap)
+    cold_full = start.warm is None and settings.cold_full_first
+    st = dict(warm=channel.cold_warm(data) if start.warm is None else start.warm,
+              full=cold_full, phase2=False, stein=False, last=None)
+
+    def evaluate(x, full):
+        xs = channel.sanitize(x)
+        means, st["warm"] = channel.means(xs, st["warm"], data, full)
+        st["last"] = (xs, means, full)
+        return xs, means
+
+    def step(x):
+        # the first call of a cold branch needs every start; then warm polish (phase 1) or the
+        # full multistart map (phase 2)
+        full, st["full"] = st["full"], st["phase2"]
+        xs, means = evaluate(x, full)
+        return channel.prior(channel.hats(xs, means, st["stein"])[0])
+
+    kw = dict(damping=settings.damping, tol=settings.tol, anderson=settings.anderson)
+
+    def two_phases(x_start, first_full, budget):
+        x, used, full_first, sol2 = np.asarray(x_start, float), 0, first_full, None
+        for _ in range(settings.phase2_rounds):
+            st["phase2"], st["full"] = False, full_first
+            sol1 = damped_fixed_point(step, x, max_iter=max(budget - used - 1, 1),
+                                      stall=settings.stall, slow=slow, **kw)
+            used += sol1.iterations
+            if not sol1.converged or budget - used < 1:
+                return dataclasses.replace(sol1, iterations=used)
+            st["phase2"] = st["full"] = True
+            sol2 = damped_fixed_point(step, sol1.value, max_iter=1, **kw)
+            used += 1
+            if sol2.converged:
+                return dataclasses.replace(sol2, iterations=used)
+            x, full_first = sol2.value, False
+        return dataclasses.replace(sol2, result="stalled", iterations=used)
+
+    sol = two_phases(start.x, cold_full, cap)
+    stein_retry = False
+    if settings.stein_retry and sol.result == "stalled" and cap - sol.iterations >= 2:
+        # the derivative hats jump with the few samples near a fold of the prox; the Stein forms
+        # (T30) hold for any measurable prox, jumps included
+        st["stein"] = True
+        retry = two_phases(start.x, True, cap - sol.iterations)
+        if retry.converged:
+            sol = dataclasses.replace(retry, iterations=sol.iterations + retry.iterations)
+            stein_retry = True
+        else:
+            st["stein"] = False
+    if discard_unconverged and not sol.converged:
+        return None
+    xs, last = channel.sanitize(sol.value), st["last"]
+    if sol.converged and last is not None and last[2] and _within(xs, last[0], settings.tol):
+        xs, means = last[0], last[1]       # the last full evaluation is within tol: report it
+    else:
+        xs, means = evaluate(sol.value, True)
+    hats, stein = channel.hats(xs, means, st["stein"])
+    record = dict(channel.record(xs, hats, means, stein), stein_retry=stein_retry,
+                  converged=sol.converged, result=sol.result, iterations=sol.iterations,
+                  residual=float(sol.residual), seconds=time.perf_counter() - t0)
+    return BranchResult(x=np.asarray(xs, float), record=record, hats=tuple(hats),
+                        result=sol.result, iterations=sol.iterations,
+                        residual=float(sol.residual), seconds=record["seconds"],
+                        stein_retry=stein_retry, warm=st["warm"])
+
+
+def find_branches(channel, data, starts, settings: Settings) -> list[BranchResult]:
+    """Solve from every start (the first with the full cap, the others as branch searches);
+    keep the distinct converged fixed points, lowest ``objective`` (free energy) first."""
+    found: list[BranchResult] = []
+    for index, s in enumerate(starts):
+        search = index > 0
+        r = solve_branch(channel, data, s, settings,
+                         cap=min(settings.branch_cap, settings.max_iter) if search else None,
+                         slow=settings.branch_slow if search else None,
+                         discard_unconverged=search)
+        if r is None:
+            continue
+        r.record.update(start=s.name, label=channel.label(r.record))
+        if all(channel.distinct(r.record, f.record) for f in found):
+            found.append(r)
+    found.sort(key=lambda b: b.record["objective"])
+    return found
+
+
+def aggregate(rows) -> tuple[dict, dict]:
+    """Mean of each metric over the R repeat rows and its MC error: the spread over repeats
+    (std/√R, None when R = 1: unknown, never 0) ⊕ the within-draw error ``_se`` of sampled
+    formulas (√(mean se²/R))."""
+    R = len(rows)
+    keys = [k for k in rows[0] if k != "_se"]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    err = {k: (float(np.std([r[k] for r in rows], ddof=1) / math.sqrt(R)) if R > 1 else None)
+           for k in keys}
+    for k in rows[0].get("_se", {}):
+        within = math.sqrt(np.mean([r["_se"][k] ** 2 for r in rows]) / R)
+        err[k] = math.sqrt(err[k] ** 2 + within ** 2) if err[k] is not None else None
+    return mean, err
+
+
+def flags_of(channel, converged: bool, best: dict, n_found: int, stein_retries: int) -> list:
+    """The warnings a solution carries (never a silent doubtful answer)."""
+    flags = []
+    if not converged:
+        flags.append(f"{channel.stage} fixed point not converged")
+    if stein_retries:
+        flags.append(f"Stein hats after a stalled derivative-form iteration ({stein_retries} of "
+                     "the solves: selected branch and MC repeats)")
+    doubt = channel.doubt(best)
+    if doubt:
+        flags.append(doubt)
+    if n_found > 1:
+        flags.append(f"{n_found} fixed points found; the lowest objective is reported")
+    return flags
+
+
+def solve(channel, settings: Settings, key, starts) -> Solution:
+    """Global RS solution of ``channel``: branches from ``starts`` (a sequence of
+    :class:`Start`) on the draws of ``key``, the lowest free energy kept, ``settings.repeats``
+    MC repeats (draws of ``fold_in(key, i)``) started at it, aggregated (module docstring)."""
+    import jax
+
+    t0 = time.perf_counter()
+    data = channel.draws(key)
+    found = find_branches(channel, data, starts, settings)
+    best = found[0]
+    rows, results = [channel.outputs(best, data)], [best]
+    for i in range(1, settings.repeats):
+        d_i = channel.draws(jax.random.fold_in(key, i))
+        r_i = solve_branch(channel, d_i, Start("repeat", best.x), settings,
+                           cap=settings.repeat_cap(best.iterations))
+        rows.append(channel.outputs(r_i, d_i))
+        results.append(r_i)
+    converged = all(r.converged for r in results)
+    retries = sum(int(r.stein_retry) for r in results)
+    metrics, err = aggregate(rows)
+    result = best.result if not best.converged else (
+        "converged" if converged else "repeat_unconverged")
+    stats = dict(converged=converged, result=best.result, iterations=best.iterations,
+                 residual=best.residual, seconds=time.perf_counter() - t0,
+                 n_branches=len(found), mc_repeats=settings.repeats, stein_retries=retries,
+                 repeat_iterations=tuple(r.iterations for r in results))
+    return Solution(value=best.x, result=result, best=best,
+                    branches=tuple(b.record for b in found), repeats=tuple(rows),
+                    metrics=metrics, mc_err=err,
+                    flags=tuple(flags_of(channel, converged, best.record, len(found), retries)),
+                    stats=stats)

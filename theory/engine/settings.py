@@ -1,0 +1,121 @@
+"""Frozen settings of the RS solve protocol and the frozen results it returns (THEORY.md §9).
+
+optimistix-like: the solver's choices are an immutable settings object, the answers immutable
+solutions carrying a result code; nothing is changed after construction. The defaults are the
+constants of :mod:`theory.solver_constants` (one definition each) and the ``[theory]`` table of a
+:class:`theory.config.Config` (:meth:`Settings.from_config`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from .. import solver_constants as C
+
+__all__ = ["Settings", "Start", "BranchResult", "Solution", "RESULT_CODES"]
+
+#: result codes of a branch / solution (those of :class:`theory.fixed_point.FixedPointSolution`)
+RESULT_CODES = ("converged", "max_iter", "stalled", "slow", "nonfinite")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the driver solves (§9). Numbers only; the channel owns the equations.
+
+    ``tol``, ``damping``, ``max_iter``: the damped/Anderson iteration (theory.max_iter caps each
+    branch solve, both phases and the Stein retry together); ``repeats``: MC repeats (independent
+    frozen draws, R ≥ 1); ``anderson``, ``stall``, ``phase2_rounds``, ``branch_cap``,
+    ``branch_slow``, ``repeat_cap_factor``: :mod:`theory.solver_constants`; ``stein_retry``: retry
+    a stalled derivative-form iteration with the Stein forms of the hats (T30);
+    ``cold_full_first``: the first map evaluation of a cold start is the full multistart; by
+    default it is the warm-only prox from the channel's ``cold_warm`` (the phase-2 full step
+    still checks every sample's minimum, so the reported point is a fixed point of the full map
+    either way; measured: same numbers to 5 digits, 3–4 fewer full calls per solve, solve time
+    0.6–0.8×, benchmarks/README.md). The Stein retry always starts with a full evaluation."""
+
+    tol: float = 1e-7
+    damping: float = 0.5
+    max_iter: int = 1000
+    repeats: int = 1
+    anderson: int = C.ANDERSON_MEMORY
+    stall: int | None = C.STALL_ITERATIONS
+    phase2_rounds: int = C.PHASE2_ROUNDS
+    branch_cap: int = C.BRANCH_SEARCH_CAP
+    branch_slow: int | None = C.BRANCH_SEARCH_SLOW
+    repeat_cap_factor: int = C.REPEAT_CAP_FACTOR
+    stein_retry: bool = True
+    cold_full_first: bool = False
+
+    @classmethod
+    def from_config(cls, cfg, *, repeats: int | None = None, **overrides) -> "Settings":
+        th = cfg.theory
+        return cls(tol=float(th.tol), damping=float(th.damping), max_iter=int(th.max_iter),
+                   repeats=int(th.mc_repeats if repeats is None else repeats), **overrides)
+
+    def repeat_cap(self, iterations: int) -> int:
+        """Cap of an MC repeat started at the solved point: min(max_iter, max(100, k·its))."""
+        return int(min(self.max_iter, max(100, self.repeat_cap_factor * iterations)))
+
+
+@dataclass(frozen=True)
+class Start:
+    """A start of a branch solve: a name, order parameters x and (optionally) the per-sample
+    warm start of the prox (then the first map evaluation is warm-only, as in continuation)."""
+
+    name: str
+    x: np.ndarray
+    warm: Any = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class BranchResult:
+    """One solved branch on one set of draws.
+
+    ``x`` the (sanitised) order parameters; ``record`` the channel's outputs at x (a dict with at
+    least ``objective``, the free energy at the saddle used to choose the global branch);
+    ``hats`` the conjugates at x; ``result`` a code of :data:`RESULT_CODES`; ``warm`` the
+    per-sample prox solutions at x (for continuation; not in the repr)."""
+
+    x: np.ndarray
+    record: Mapping
+    hats: tuple
+    result: str
+    iterations: int
+    residual: float
+    seconds: float
+    stein_retry: bool = False
+    warm: Any = field(default=None, repr=False)
+
+    @property
+    def converged(self) -> bool:
+        return self.result == "converged"
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The answer of :func:`theory.engine.solve`.
+
+    ``value``: order parameters of the selected (lowest free energy) branch on the first draws;
+    ``result``: its result code, or ``"repeat_unconverged"`` when it converged but an MC repeat
+    did not; ``best``: that :class:`BranchResult`; ``branches``: every distinct converged fixed
+    point found (records, lowest objective first, each with ``start`` and ``label``);
+    ``repeats``: the per-repeat output rows (R of them, the first from ``best``);
+    ``metrics`` / ``mc_err``: the rows averaged over repeats with their MC errors (None when
+    unknown: one repeat); ``flags``: human-readable warnings; ``stats``: counts and times."""
+
+    value: np.ndarray
+    result: str
+    best: BranchResult
+    branches: tuple
+    repeats: tuple
+    metrics: Mapping
+    mc_err: Mapping
+    flags: tuple
+    stats: Mapping
+
+    @property
+    def converged(self) -> bool:
+        return self.result == "converged"
