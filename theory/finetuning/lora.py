@@ -296,6 +296,8 @@ def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = N
     ``finetune.recalibrate = "learned"``: see :func:`solve_learned_c`.
     """
     if cfg.finetune.recalibrate == "learned":
+        from .lora_curve import solve_learned_c
+
         return solve_learned_c(cfg, pre, init=init, repeats=repeats, explicit_q=explicit_q)
     return _solve_setup(_Setup(cfg, pre), init=init, repeats=repeats, explicit_q=explicit_q)
 
@@ -311,4 +313,11 @@ def solve_linear_reduced(cfg: Config, pre: PretrainState, *, init=None, repeats=
 
 
 # learned c and continuation live in lora_curve (same protocol); re-exported here
-from .lora_curve import LEARNED_C_XTOL, solve_curve, solve_learned_c  # noqa: E402,F401
+def __getattr__(name):
+    """``solve_curve``, ``solve_learned_c``, ``LEARNED_C_XTOL`` live in :mod:`.lora_curve` (which
+    imports this module); re-exported lazily so either module can be imported first."""
+    if name in ("LEARNED_C_XTOL", "solve_curve", "solve_learned_c"):
+        from . import lora_curve
+
+        return getattr(lora_curve, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
