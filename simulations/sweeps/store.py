@@ -159,9 +159,10 @@ def stage_of_flag(text: str) -> str:
 
 def trusted_for(flags: list[tuple[str, str]], metric: str) -> bool:
     """Whether a theory ``metric`` is unaffected by ``flags`` (:func:`theory_flags`): a
-    ``pretrain.*`` metric depends on the pre-training solve only; every other metric (fine-tuning,
-    Δ_eff, the Bayes bound) is built on the pre-training too, so any flag of the point counts."""
-    if metric.startswith("pretrain."):
+    ``pretrain.*`` metric and the effective noises Δ_eff, Δ_eff,train (closed forms or samples of
+    the pre-training state, T25, T34–T35) depend on the pre-training solve only; every other
+    metric (fine-tuning, the Bayes bound) is built on the pre-training too, so any flag counts."""
+    if metric.startswith("pretrain.") or metric in ("delta_eff", "delta_eff_train"):
         return not any(stage in ("pretrain", "point") for stage, _ in flags)
     return not flags
 
