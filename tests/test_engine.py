@@ -202,3 +202,27 @@ def test_settings_are_frozen_and_read_the_config():
     with pytest.raises(Exception):
         sol.result = "x"
     assert isinstance(Toy(), engine.Channel)
+
+
+def test_continuation_start_replaces_the_cold_start_of_its_branch_only():
+    """A converged continuation start stands in for the cold start of its branch's label (one
+    solve fewer), while the other label's start still runs, so both fixed points are still found
+    and flagged; a continuation start that does not converge is dropped and the cold protocol
+    runs in full."""
+    sol_cold = engine.solve(Toy(), SET, KEY, STARTS)
+    near_plus = engine.Start("init", np.array([0.95]), continuation=True)
+    sol = engine.solve(Toy(), SET, KEY, [near_plus, *STARTS])
+    starts = sorted(b["start"] for b in sol.branches)
+    assert starts == ["init", "minus"]                          # cold "plus" skipped
+    assert sol.value[0] == pytest.approx(sol_cold.value[0], abs=1e-8)
+    assert any("2 fixed points found" in f for f in sol.flags)
+    # landing on the metastable branch: the cold "plus" start still runs and wins by free energy
+    near_minus = engine.Start("init", np.array([-0.95]), continuation=True)
+    sol = engine.solve(Toy(), SET, KEY, [near_minus, *STARTS])
+    assert sorted(b["start"] for b in sol.branches) == ["init", "plus"]
+    assert sol.value[0] == pytest.approx(sol_cold.value[0], abs=1e-8)
+    # a continuation start that cannot converge (1 iteration) is dropped: cold protocol
+    tight = dataclasses.replace(SET, max_iter=1)
+    toy = Toy()
+    out = engine.find_branches(toy, toy.draws(KEY), [near_plus, *STARTS], tight)
+    assert [b.record["start"] for b in out] == ["plus"]         # plus gets the full cap (1 here)

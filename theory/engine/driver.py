@@ -108,18 +108,32 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
 
 
 def find_branches(channel, data, starts, settings: Settings) -> list[BranchResult]:
-    """Solve from every start (the first with the full cap, the others as branch searches);
-    keep the distinct converged fixed points, lowest ``objective`` (free energy) first."""
+    """Solve from every start (the first solved one with the full cap, the others as branch
+    searches); keep the distinct converged fixed points, lowest ``objective`` (free energy) first.
+
+    Continuation (``Start.continuation``, a neighbour's solution, listed first): it is solved with
+    the full cap and dropped if it does not converge (the cold protocol then runs unchanged);
+    once it converges, the cold start *named* like the label of its branch ("informative" /
+    "uninformative") is skipped — that branch is already followed — while every start of another
+    label still runs as a branch search, so a second branch (a transition along the curve) is
+    still found and flagged. A continued point therefore costs the warm-started branch plus the
+    other label's search, instead of both cold solves."""
     found: list[BranchResult] = []
-    for index, s in enumerate(starts):
-        search = index > 0
+    followed: set[str] = set()
+    for s in starts:
+        if s.name in followed:
+            continue
+        search = bool(found)
         r = solve_branch(channel, data, s, settings,
                          cap=min(settings.branch_cap, settings.max_iter) if search else None,
                          slow=settings.branch_slow if search else None,
-                         discard_unconverged=search)
+                         discard_unconverged=search or s.continuation)
         if r is None:
             continue
-        r.record.update(start=s.name, label=channel.label(r.record))
+        label = channel.label(r.record)
+        r.record.update(start=s.name, label=label)
+        if s.continuation and r.result == "converged":
+            followed.add(label)
         if all(channel.distinct(r.record, f.record) for f in found):
             found.append(r)
     found.sort(key=lambda b: b.record["objective"])

@@ -68,6 +68,9 @@ class Start:
     name: str
     x: np.ndarray
     warm: Any = field(default=None, repr=False)
+    #: a continuation start (a neighbour's solution): once it converges, the cold start named
+    #: like its branch's label is not solved again (:func:`theory.engine.driver.find_branches`)
+    continuation: bool = False
 
 
 @dataclass(frozen=True)

@@ -262,7 +262,7 @@ def _starts(S: _Setup, init=None):
     starts = [engine.Start(n, x) for n, x in _initial_points(S)]
     if init is not None:
         x = np.array([init.q, init.m, init.v]) if hasattr(init, "q") else np.asarray(init, float)
-        starts = [engine.Start("init", x)] + starts
+        starts = [engine.Start("init", x, continuation=True)] + starts
     return starts
 
 
