@@ -54,7 +54,7 @@ from ..config import Config
 from ..solver_constants import RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
 from ..states import FinetuneState, PretrainState
 from . import noise
-from .lora import _aggregate, _distinct, _label, _Setup
+from .lora import LoraBranches, _aggregate, _Setup
 from .lora_channel import start_target
 from .prox_vec import jacobi_eigh, multistart_prox, sym_inverse
 
@@ -238,7 +238,7 @@ def _prior(S: _Setup, Qhat, mhat, Vhat):
     return V, S.q0 * V @ mhat, V @ (S.q0 * np.outer(mhat, mhat) + Qhat) @ V
 
 
-class GeneralLoraChannel:
+class GeneralLoraChannel(LoraBranches):
     """General rank-one LoRA channel (T33) for :func:`theory.engine.solve`: x = (q_uu, q_uv, q_vv,
     m_u, m_v, V_uu, V_uv, V_vv), hats (Q̂_W, m̂_W, V̂_W), the jitted multistart prox above."""
 
@@ -302,17 +302,6 @@ class GeneralLoraChannel:
             row["_se"] = dict(test_error=se, test_error_clean=sec)
         return row
 
-    def label(self, r):
-        return _label(r)
-
-    def distinct(self, a, b):
-        return _distinct(a, b)
-
-    def doubt(self, r):
-        if not r["rs_doubtful"]:
-            return None
-        return (f"RS doubtful: lambda_AT = {r['lambda_AT']:.3g}, multi-minimum fraction "
-                f"{r['frac_multimin']:.3g}")
 
 
 def linear_test_error(cfg: Config, pre: PretrainState, c: float, Q, m) -> float:

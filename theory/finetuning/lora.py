@@ -106,7 +106,25 @@ def _prior(S: _Setup, qhat, mhat, vhat):
     return np.array([(S.q0 * mhat ** 2 + qhat) * v * v, S.q0 * mhat * v, v])
 
 
-class LoraChannel:
+class LoraBranches:
+    """The branch bookkeeping the symmetric and general LoRA channels share (engine protocol,
+    :mod:`theory.engine.channel`): the label by overlap, distinct fixed points by (q, m), and the
+    "RS doubtful" flag (λ_AT ≥ 1 or multi-minimum fraction > RS_DOUBT_MULTIMIN, §9)."""
+
+    def label(self, r):
+        return _label(r)
+
+    def distinct(self, a, b):
+        return _distinct(a, b)
+
+    def doubt(self, r):
+        if not r["rs_doubtful"]:
+            return None
+        return (f"RS doubtful: lambda_AT = {r['lambda_AT']:.3g}, multi-minimum fraction "
+                f"{r['frac_multimin']:.3g}")
+
+
+class LoraChannel(LoraBranches):
     """Symmetric rank-one LoRA channel (T28–T32) for :func:`theory.engine.solve`: x = (q, m, v),
     hats (q̂, m̂, v̂), the jitted multistart prox of :mod:`.lora_channel`. Stateless apart from
     the frozen setup ``S`` of a (cfg, pre) pair."""
@@ -160,17 +178,6 @@ class LoraChannel:
     def outputs(self, branch, data):
         return _metrics_of(self.S, data, branch.record)
 
-    def label(self, r):
-        return _label(r)
-
-    def distinct(self, a, b):
-        return _distinct(a, b)
-
-    def doubt(self, r):
-        if not r["rs_doubtful"]:
-            return None
-        return (f"RS doubtful: lambda_AT = {r['lambda_AT']:.3g}, multi-minimum fraction "
-                f"{r['frac_multimin']:.3g}")
 
 
 def _test_errors(S: _Setup, data: dict, q: float, m: float):
