@@ -422,7 +422,7 @@ def test_single_repeat_errors_are_unknown_not_zero(monkeypatch, pre_err):
     from theory.config import Config
 
     pre, fin = _states(pre_err)
-    monkeypatch.setattr(theory.predict, "predict_finetuning", lambda cfg, p: fin)
+    monkeypatch.setattr(theory.predict, "predict_finetuning", lambda cfg, p, **kw: fin)
     out = theory.predict.predict(Config(), pre=pre)
     for k in ("q", "m", "overlap", "objective", "test_error", "train_error"):
         assert out["finetune"][k]["mc_err"] is None, k
