@@ -172,10 +172,10 @@ def continuation_start(result) -> tuple[float, float, float] | None:
 def predict_finetuning(cfg: Config, pre: PretrainState, *, start=None) -> FinetuneState:
     """LoRA RS fixed point fed by the pre-training order parameters: symmetric w wᵀ (T28–T32)
     or general u vᵀ (T33). ``start``: (q, m, v) of a neighbouring point (see
-    :func:`continuation_start`), tried as one more start *before* the solver's own informative
-    and uninformative ones, which still run at every point: the branch search, the choice of the
-    global branch by free energy and every flag are those of a cold solve, so a warm start never
-    hides a second branch (symmetric LoRA only; the general u vᵀ solve ignores it)."""
+    :func:`continuation_start`), solved first; once it converges it stands in for the cold start
+    of its branch's label, while the other label's start still runs as a branch search
+    (:func:`theory.engine.find_branches`), so the choice by free energy and the "several fixed
+    points" flag still see both branches (symmetric LoRA only; the general u vᵀ solve ignores it)."""
     if cfg.finetune.lora == "general":
         from .finetuning import general_lora
 
@@ -203,8 +203,8 @@ def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool 
 
     Continuation along a curve: ``start`` is a neighbouring point's :func:`predict` result (or
     its (q, m, v), :func:`continuation_start`) for the fine-tuning solve, ``pre_start`` a
-    neighbouring pre-training state (used when ``pre`` is not given); both are extra starts,
-    the branch search and flags of each point are its own (:func:`predict_finetuning`)."""
+    neighbouring pre-training state (used when ``pre`` is not given); each point keeps its own
+    branch search over the other label and its own flags (:func:`predict_finetuning`)."""
     t_start = time.perf_counter()
     out: dict = {"config": cfg.to_dict(), "solver": {}, "flags": []}
     if start is not None and not (isinstance(start, tuple) and len(start) == 3):
