@@ -1,4 +1,5 @@
-"""Tests of the batched Sym_T prox (theory/prox.py) and the general RS pre-training solver
+"""Tests of the batched Sym_T prox (theory/pretraining/output_prox.py on the one Newton core
+theory/prox.py) and the general RS pre-training solver
 (theory/pretraining/general.py): THEORY.md T7, T8, T11–T13, T18, §3.2, §10 items 1, 2, 3, 5."""
 
 import math
@@ -10,7 +11,8 @@ import pytest
 
 from theory import Config
 from theory.gaussian import goe, sym_to_vec, vec_to_sym
-from theory.prox import Attention, newton_minimize, ones_direction, sym_loss_fn, sym_prox
+from theory.prox import batched_newton
+from theory.pretraining.output_prox import Attention, ones_direction, sym_loss_fn, sym_prox
 from theory.pretraining import general
 
 
@@ -56,13 +58,13 @@ def test_prox_softmax_stationary_lowest_and_flat(V):
     # lowest value among single starts: always vs the Ω start; vs random starts the three
     # deterministic starts (+ none warm) may miss the global minimum on a few samples at large V
     # (measured: 0 at V = 1, 0.3% of samples at V = 5 against 8 random starts) - allow 1%.
-    single = jax.vmap(lambda x0, o, zz: newton_minimize(obj, x0, (o, zz)))(om, om, z)
-    assert bool(jnp.all(r.value <= single.value + 1e-12))
+    single = batched_newton(obj, om, (om, z), max_iter=60)
+    assert bool(jnp.all(r.value <= single["f"] + 1e-12))
     missed = jnp.zeros(om.shape[0], bool)
     for key in range(1, 4):
         s0 = om + 2.0 * jax.random.normal(jax.random.PRNGKey(key), om.shape)
-        single = jax.vmap(lambda x0, o, zz: newton_minimize(obj, x0, (o, zz)))(s0, om, z)
-        missed |= single.converged & (single.value < r.value - 1e-12)
+        single = batched_newton(obj, s0, (om, z), max_iter=60)
+        missed |= single["converged"] & (single["f"] < r.value - 1e-12)
     assert float(jnp.mean(missed)) <= (0.0 if V < 1 else 0.01)
 
 

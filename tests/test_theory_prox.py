@@ -1,4 +1,4 @@
-"""The batched LoRA-channel prox (theory/finetuning/prox_vec.py, lora._channel_fn; THEORY.md T29):
+"""The one batched Newton prox core (theory/prox.py) on the LoRA channel (lora._channel_fn; THEORY.md T29):
 analytic derivatives against autodiff, and straggler compaction against the plain loop."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 import theory  # noqa: F401  (x64)
 from theory.finetuning import lora
-from theory.finetuning.prox_vec import batched_newton
+from theory.prox import batched_newton
 
 
 def _closures(kind: str, beta: float, T: int) -> dict:

@@ -56,7 +56,7 @@ from ..states import FinetuneState, PretrainState
 from . import noise
 from .lora import LoraBranches, _aggregate, _Setup
 from .lora_channel import start_target
-from .prox_vec import jacobi_eigh, multistart_prox, sym_inverse
+from ..prox import jacobi_eigh, multistart_prox, sym_inverse
 
 __all__ = ["solve", "linear_test_error", "GeneralLoraChannel"]
 

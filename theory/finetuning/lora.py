@@ -16,7 +16,7 @@ Channel (T28), frozen draws ξ_t, η ~ N(0, I_T) (η antithetic, so m = 0 is exa
 B, R, ξ' ~ GOE_T: ω = √q ξ_t, ζ = (m/√q)ξ_t + s'η, s' = √(q0* − m²/q);
 ℓ'(z; q) = ‖σ(cB + zzᵀ − qI) − σ((M/Q)B + R + ξ' + ζζᵀ − q0*I)‖²_F (B → B_sel under selection, T36;
 reuse, linear only: the residual is GOE_T(Δ_eff,1), T35).
-Prox (T29): ẑ = argmin |z − ω|²/(2v) + ℓ'(z; q), f = (ẑ − ω)/v (:mod:`.prox_vec`).
+Prox (T29): ẑ = argmin |z − ω|²/(2v) + ℓ'(z; q), f = (ẑ − ω)/v (:mod:`theory.prox`).
 Hats (T30): q̂ = α'E|f|²;  m̂ = α'E div_ζ f (= α'E[f·η]/s');
 v̂ = −α'E div_ω f + 2α'E ∂_qℓ'(ẑ; q)   (Stein: −(α'/√q)[E f·ξ_t − (m/(s'√q))E f·η] for the first term).
 The explicit term: Ψ'_out(q, m, v) = E min_z[...] depends on q through the law of ω (Price:

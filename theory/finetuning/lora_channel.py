@@ -14,7 +14,7 @@ from ..config import Config
 from ..gaussian import goe
 from ..states import PretrainState
 from . import noise, reuse, selection
-from .prox_vec import jacobi_eigh, multistart_prox, sym_inverse
+from ..prox import jacobi_eigh, multistart_prox, sym_inverse
 
 
 # ------------------------------------------------------------------------------------------------

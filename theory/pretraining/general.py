@@ -59,7 +59,7 @@ import numpy as np
 from ..config import Config
 from ..fixed_point import damped_fixed_point
 from ..gaussian import goe, n_sym, sym_to_vec
-from ..prox import Attention, sym_basis, sym_prox
+from .output_prox import Attention, sym_basis, sym_prox
 from ..states import PretrainState
 from . import priors
 
