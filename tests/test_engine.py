@@ -226,3 +226,60 @@ def test_continuation_start_replaces_the_cold_start_of_its_branch_only():
     toy = Toy()
     out = engine.find_branches(toy, toy.draws(KEY), [near_plus, *STARTS], tight)
     assert [b.record["start"] for b in out] == ["plus"]         # plus gets the full cap (1 here)
+
+
+class Positive(Toy):
+    """x ↦ √(c x) on x > 0 (fixed point c; NaN outside x > 0), with the iteration-coordinate hook
+    y = log x: a damped step in y is x^(1−β/2)·c^(β/2), not the damped step in x."""
+
+    c = 0.25
+
+    def __init__(self, hook=True):
+        super().__init__()
+        self.seen = []
+        if hook:
+            self.to_iter = lambda x: np.log(np.asarray(x, float))
+            self.from_iter = lambda y: np.exp(np.asarray(y, float))
+
+    def sanitize(self, x):
+        return np.asarray(x, float)
+
+    def means(self, x, warm, data, full):
+        self.seen.append(float(x[0]))
+        return dict(t=math.sqrt(self.c * x[0]) if x[0] > 0 else math.nan, logz=0.0), warm
+
+    def record(self, x, hats, means, stein):
+        return dict(x=float(x[0]), objective=0.0, overlap=1.0, rs_doubtful=False,
+                    stein_hats=stein)
+
+
+def test_iteration_coordinates_hook():
+    # the driver iterates y = to_iter(x) and hands the channel x = from_iter(y): the second
+    # evaluation is the damped step in log x; the fixed point and its report are in x
+    settings = engine.Settings(tol=1e-12, damping=0.5, max_iter=200)   # Anderson from step 2
+    x0 = 4.0
+    hooked = Positive()
+    b = engine.solve_branch(hooked, None, engine.Start("s", np.array([x0])), settings)
+    y1 = 0.5 * math.log(x0) + 0.5 * math.log(math.sqrt(Positive.c * x0))
+    assert hooked.seen[1] == pytest.approx(math.exp(y1), rel=1e-12)
+    assert b.converged and b.x[0] == pytest.approx(Positive.c, rel=1e-10)
+    plain = Positive(hook=False)
+    bp = engine.solve_branch(plain, None, engine.Start("s", np.array([x0])), settings)
+    assert plain.seen[1] == pytest.approx(0.5 * x0 + 0.5 * math.sqrt(Positive.c * x0), rel=1e-12)
+    assert bp.x[0] == pytest.approx(b.x[0], rel=1e-9)
+
+
+def test_out_of_domain_step_backtracks_in_iteration_coordinates():
+    # a prior step outside the domain (NaN, e.g. hats the prior rejects) is not an error: the
+    # driver moves halfway back towards the last in-domain iterate (in y) and continues
+    class Rejecting(Positive):
+        def prior(self, hats):
+            return np.array([hats[0]]) if len(self.seen) != 2 else np.array([math.nan])
+
+    ch = Rejecting()
+    b = engine.solve_branch(ch, None, engine.Start("s", np.array([4.0])),
+                            engine.Settings(tol=1e-12, max_iter=200))
+    assert b.converged and b.x[0] == pytest.approx(Positive.c, rel=1e-10)
+    assert all(x > 0 for x in ch.seen)
+    # the third evaluation is halfway (in log x) between the first two iterates
+    assert ch.seen[2] == pytest.approx(math.sqrt(ch.seen[0] * ch.seen[1]), rel=1e-12)

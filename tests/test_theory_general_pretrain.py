@@ -125,7 +125,7 @@ def test_softmax_large_lambda_limit(estimator):
     s = general.solve(cfg)
     assert s.Q <= 1e-12 and abs(s.M) < 1e-6  # Q is floored at 1e-12 inside the solver
     # E‖11ᵀ/T − σ(H* + ξ)‖² with H* ~ GOE_T(Q0) (same frozen draws: s = √Q0 when M = 0)
-    d = general._draws(cfg, 0)
+    d = general.PretrainChannel(cfg).draws(jax.random.PRNGKey(cfg.theory.seed))
     att = Attention("softmax", 1.0)
     Y = att.sigma(vec_to_sym(math.sqrt(2.0) * d.g2 + d.xi, 3))
     ref = float(jnp.mean(jnp.sum((1 / 3 - Y) ** 2, axis=(-1, -2))))

@@ -8,8 +8,9 @@ as pure functions of the order parameters, the frozen draws and the prox warm st
 (frozen) the answers with result codes. ``solve_branch`` solves one branch (continuation).
 
 Channels: symmetric LoRA (:mod:`theory.finetuning.lora`, T28–T32), general u vᵀ LoRA
-(:mod:`theory.finetuning.general_lora`, T33). Not yet ported: the general-σ pre-training
-(:mod:`theory.pretraining.general`, T6–T19) and the Bayes state evolutions (T38–T40, T20–T22).
+(:mod:`theory.finetuning.general_lora`, T33), general-σ pre-training
+(:mod:`theory.pretraining.channel`, T6–T19). Not yet ported: the Bayes state evolutions
+(T38–T40, T20–T22).
 """
 
 from .channel import Channel

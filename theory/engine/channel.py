@@ -1,7 +1,7 @@
 """The channel protocol: what a replica-symmetric solver supplies to :mod:`theory.engine`.
 
 A channel is the equations of one theory (the saddle point of THEORY.md T28–T31 for symmetric
-LoRA, T33 for general u vᵀ LoRA; next: T6–T19 general-σ pre-training, T38–T40 Bayes SE) written as
+LoRA, T33 for general u vᵀ LoRA, T6–T19 general-σ pre-training; next: T38–T40 Bayes SE) written as
 pure functions of the order parameters x (a flat float64 vector), the frozen draws of one MC
 repeat and the per-sample warm start of the prox. The driver owns the protocol (§9): the two
 phases, the Stein retry, the branch search, the choice by free energy, the MC repeats, their
@@ -34,15 +34,21 @@ Methods (all pure; ``data`` and ``warm`` are whatever the channel's jitted code 
 ``label(record) -> str`` ; ``distinct(a, b) -> bool`` ; ``doubt(record) -> str | None``
     branch label, whether two records are different fixed points, and the "RS doubtful" flag.
 
-Attribute ``stage``: a word for the flags ("fine-tuning").
+Attribute ``stage``: a word for the flags ("fine-tuning", "pre-training").
 
-Next ports (not done; what the driver needs for them):
-* general-σ pre-training (:mod:`theory.pretraining.general`, T6–T19; prox :func:`theory.prox.sym_prox`):
-  x = (Q, M, V), one start (T12 at α_eff), repeats from the first repeat's point. Its phase 2
-  falls back to the plain full-map iteration after PHASE2_ROUNDS rounds (a ``Settings`` field
-  ``phase2_fallback = "full_map"`` next to today's ``"stalled"``), its Stein choice is per
-  problem (``hats(..., force_stein)`` as here), and its final evaluation adds metrics (a
-  ``final=True`` argument of ``means``; the metrics then come through ``record``).
+Optional hook ``to_iter(x) -> y`` / ``from_iter(y) -> x``: the coordinates the damped/Anderson
+iteration runs in (same fixed points; tol and the stall test then apply to y). The general-σ
+pre-training iterates y = (log Q, atanh(M/√(Q Q0)), log V) so that no extrapolated step leaves
+Q > 0, V > 0, M² < Q Q0. A map value outside the domain (``prior`` returning NaN, e.g. hats the
+prior step rejects) is backtracked by :func:`theory.fixed_point.damped_fixed_point` (halfway
+towards the last in-domain iterate, in y).
+
+Channels: symmetric LoRA (:class:`theory.finetuning.lora.LoraChannel`), general u vᵀ LoRA
+(:mod:`theory.finetuning.general_lora`), general-σ pre-training
+(:class:`theory.pretraining.channel.PretrainChannel`: one start, the Stein latch carried in its
+warm start, the iteration-coordinate hook).
+
+Next port (not done; what the driver needs for it):
 * Bayes SE (:mod:`theory.finetuning.bayes`, T38–T40; no prox, no warm start): objective = −Φ
   (free entropy maximised), every start solved on every repeat, the choice among *stable*
   branches (slope of the SE map < 1) with an escape from unstable ones: a ``stability(x,

@@ -7,7 +7,8 @@ accelerated, stall detection) to tol, then one step of the full multistart map c
 sample's best minimum changed; if one did, phase 1 resumes from the minima the full map chose (up
 to ``phase2_rounds`` rounds, then "stalled"). A stalled derivative-form iteration is retried with
 the Stein forms of the hats from the same start, within the iterations left, and kept only if it
-converges. The last full evaluation is the reported one (not repeated).
+converges. The last full evaluation is the reported one (not repeated). A channel may declare
+the coordinates of the iteration (``to_iter`` / ``from_iter``, :mod:`.channel`).
 
 Global solution (:func:`solve`): branches from every start (the first gets the whole cap, the
 others ``branch_cap`` iterations and stop as "slow" once their residual rate says they cannot
@@ -52,12 +53,17 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
         st["last"] = (xs, means, full)
         return xs, means
 
-    def step(x):
+    # iteration coordinates (optional channel hook): the damped/Anderson iteration runs on
+    # y = to_iter(x) (same fixed points; e.g. logs keep Q, V > 0), the channel sees x = from_iter(y)
+    to_it = getattr(channel, "to_iter", None) or (lambda x: np.asarray(x, float))
+    from_it = getattr(channel, "from_iter", None) or (lambda y: np.asarray(y, float))
+
+    def step(y):
         # the first call of a cold branch needs every start; then warm polish (phase 1) or the
         # full multistart map (phase 2)
         full, st["full"] = st["full"], st["phase2"]
-        xs, means = evaluate(x, full)
-        return channel.prior(channel.hats(xs, means, st["stein"])[0])
+        xs, means = evaluate(from_it(y), full)
+        return to_it(channel.prior(channel.hats(xs, means, st["stein"])[0]))
 
     kw = dict(damping=settings.damping, tol=settings.tol, anderson=settings.anderson)
 
@@ -78,13 +84,13 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             x, full_first = sol2.value, False
         return dataclasses.replace(sol2, result="stalled", iterations=used)
 
-    sol = two_phases(start.x, cold_full, cap)
+    sol = two_phases(to_it(start.x), cold_full, cap)
     stein_retry = False
     if settings.stein_retry and sol.result == "stalled" and cap - sol.iterations >= 2:
         # the derivative hats jump with the few samples near a fold of the prox; the Stein forms
         # (T30) hold for any measurable prox, jumps included
         st["stein"] = True
-        retry = two_phases(start.x, True, cap - sol.iterations)
+        retry = two_phases(to_it(start.x), True, cap - sol.iterations)
         if retry.converged:
             sol = dataclasses.replace(retry, iterations=sol.iterations + retry.iterations)
             stein_retry = True
@@ -92,11 +98,13 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             st["stein"] = False
     if discard_unconverged and not sol.converged:
         return None
-    xs, last = channel.sanitize(sol.value), st["last"]
-    if sol.converged and last is not None and last[2] and _within(xs, last[0], settings.tol):
+    x_sol = from_it(sol.value)
+    xs, last = channel.sanitize(x_sol), st["last"]
+    if sol.converged and last is not None and last[2] and \
+            _within(to_it(xs), to_it(last[0]), settings.tol):
         xs, means = last[0], last[1]       # the last full evaluation is within tol: report it
     else:
-        xs, means = evaluate(sol.value, True)
+        xs, means = evaluate(x_sol, True)
     hats, stein = channel.hats(xs, means, st["stein"])
     record = dict(channel.record(xs, hats, means, stein), stein_retry=stein_retry,
                   converged=sol.converged, result=sol.result, iterations=sol.iterations,

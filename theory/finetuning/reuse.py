@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from ..config import Config
 from ..gaussian import goe, vec_to_sym
-from ..pretraining.general import draw_channel
+from ..pretraining.channel import draw_channel
 from ..pretraining.output_prox import Attention, sym_prox
 from ..states import PretrainState
 from .noise import backbone_projection

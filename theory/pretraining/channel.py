@@ -1,0 +1,251 @@
+"""The general-σ pre-training channel (THEORY.md T6–T11, T13, T14–T19) for :mod:`theory.engine`.
+
+Equations (re-derived; Frobenius coordinates on Sym_T, K = T(T+1)/2, GOE_T(1) ↔ N(0, 2I_K)):
+
+* Channel (T6), frozen common random numbers G1, G2 ~ GOE_T(1), ξ ~ GOE_T(Δ/2):
+  Ω = √Q G1, H* = (M/√Q) G1 + s G2, s = √(Q0 − M²/Q), Y = σ(H* + ξ).
+* Output prox (T7): Ĥ = argmin ‖H − Ω‖²_F/(2V) + ‖σ(H) − Y‖²_F, f = (Ĥ − Ω)/V
+  (:func:`theory.pretraining.output_prox.sym_prox`).
+* Hats (T8). Stein forms: Q̂ = αE‖f‖², M̂ = αE⟨f, G2⟩/s,
+  V̂ = −(α/√Q)[E⟨f, G1⟩ − (M/(s√Q))E⟨f, G2⟩]. With E⟨F(G), G⟩ = 2E div_F F and
+  ∂_{G1} = √Q∂_Ω + (M/√Q)∂_{H*}, ∂_{G2} = s∂_{H*}, they equal the derivative forms
+  M̂ = 2αE div_{H*} f, V̂ = −2αE div_Ω f. From the prox stationarity (Ĥ − Ω)/V + ∇ℓ(Ĥ) = 0:
+  div_Ω f = (Tr(I + V∇²ℓ)⁻¹ − K)/V, div_{H*} f = −Tr[(I + V∇²ℓ)⁻¹ ∂_{H*}∇ℓ] (smooth prox only:
+  a jump of Ĥ contributes to the Stein form, not to the derivative form). Linear σ gives
+  M̂ = V̂ = 2ᾱ/(1 + 2V), Q̂ = 4ᾱ(mse + Δ/2)/(1 + 2V)², the hat form of T12 (checked).
+  Rule (§9): derivative forms while the multi-minimum fraction of the full (multistart) map is
+  < STEIN_THRESHOLD, Stein forms from then on (latched: the latch travels with the prox warm
+  start, so the channel keeps no state).
+* Prior step: :func:`theory.pretraining.priors.ridge_prior` (T13) or
+  :func:`~theory.pretraining.priors.nuclear_prior` (T14–T17); hats outside the prior's domain
+  (M̂ ≤ 0 or V̂ ≤ 0 in the nuclear step) give a NaN step, from which the driver backtracks
+  (:func:`theory.fixed_point.damped_fixed_point`).
+* Free energy (T10/T19): Φ = ½Q̂V − ½V̂Q + M̂M + Ψ_R + αΨ_out, Ψ_out = E min_H[…] = E[V‖f‖²/2 + ℓ].
+  At the saddle Φ = α·train + R(Ŝ)/d with R/d = λQ (direct) or λ√κ τ̂ (factorized): both are
+  recorded, ``objective`` is Φ.
+* Outputs (T11): test = E‖σ(Ω) − σ(H* + ξ)‖²_F, clean with ξ → 0, train = E ℓ(Y, Ĥ),
+  mse = Q0 − 2M + Q.
+
+Iteration coordinates (channel hook ``to_iter`` / ``from_iter`` of the engine): the driver iterates
+y = (log Q, atanh(M/√(Q Q0)), log V) (same fixed points; issue 14: towards interpolation V grows
+like 1/λ and an extrapolated step in (Q, M, V) could leave V > 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..config import Config
+from ..gaussian import goe, n_sym, sym_to_vec
+from ..solver_constants import STEIN_THRESHOLD
+from . import priors
+from .output_prox import Attention, sym_basis, sym_prox
+
+__all__ = ["Draws", "draw_channel", "channel_averages", "hats", "PretrainChannel", "n_sigma"]
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Frozen channel Gaussians in Frobenius coordinates, each (N, K): G1, G2 ~ GOE_T(1) and
+    ξ ~ GOE_T(Δ/2) (T6)."""
+
+    g1: jax.Array
+    g2: jax.Array
+    xi: jax.Array
+
+
+def draw_channel(*, key: jax.Array, N: int, T: int, Delta: float) -> Draws:
+    """Draw the frozen common random numbers of T6 (explicit ``key``)."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    return Draws(g1=sym_to_vec(goe(k1, (N,), T, 1.0)), g2=sym_to_vec(goe(k2, (N,), T, 1.0)),
+                 xi=sym_to_vec(goe(k3, (N,), T, Delta / 2.0)))
+
+
+def n_sigma(cfg: Config) -> int:
+    """Informative entries per sequence (§3.2, T21): T(T+1) linear, T² + T − 2 softmax."""
+    T = cfg.model.T
+    return T * (T + 1) if cfg.model.attention == "linear" else T * T + T - 2
+
+
+@partial(jax.jit, static_argnames=("att", "cold", "metrics"))
+def channel_averages(att: Attention, Q0, Q, M, V, g1, g2, xi, f_warm, *, cold: bool = True,
+                     metrics: bool = False):
+    """Monte-Carlo averages of the channel at (Q, M, V) (T6–T8, T10–T11) and the new f.
+
+    Each sample's prox starts at Ω + V f_warm (``cold=False``), or at every start of the
+    multistart plus that one (``cold=True``). Returns (avg, f): ``avg`` a dict of scalars —
+    E‖f‖², E⟨f,G1⟩, E⟨f,G2⟩, E div_Ω f, E div_{H*} f, train = E ℓ(Y, Ĥ), psi_out = E[min of the
+    prox], the multi-minimum and converged fractions, the largest residual prox gradient and
+    |f·11ᵀ| component; with ``metrics`` also test, clean (T11) and per-sample standard deviations
+    of train/test/clean.
+    """
+    T = int(round((math.sqrt(8 * g1.shape[-1] + 1) - 1) / 2))
+    K = n_sym(T)
+    s = jnp.sqrt(jnp.maximum(Q0 - M * M / Q, 0.0))
+    sq = jnp.sqrt(Q)
+    omega = sq * g1
+    hstar = (M / sq) * g1 + s * g2
+    z = hstar + xi
+    r = sym_prox(att, omega, z, V, warm=omega + V * f_warm, cold=cold)
+    f = r.f
+    avg = dict(
+        ff=jnp.mean(jnp.sum(f * f, -1)), fg1=jnp.mean(jnp.sum(f * g1, -1)),
+        fg2=jnp.mean(jnp.sum(f * g2, -1)), div_omega=jnp.mean((r.tr_inv - K) / V),
+        div_hstar=jnp.mean(-r.tr_mix), train=jnp.mean(r.loss), psi_out=jnp.mean(r.value),
+        multimin=jnp.mean(r.multimin), converged=jnp.mean(r.converged),
+        grad_max=jnp.max(r.grad_norm), f_par_max=jnp.max(jnp.abs(r.f_par)),
+        f_max=jnp.max(jnp.abs(f)), newton_iter_max=jnp.max(r.iterations))
+    if metrics:
+        E = sym_basis(T)
+        mat = lambda u: jnp.tensordot(u, E, axes=1)
+        A = att.sigma(mat(omega))
+        test = jnp.sum((A - att.sigma(mat(z))) ** 2, axis=(-1, -2))
+        clean = jnp.sum((A - att.sigma(mat(hstar))) ** 2, axis=(-1, -2))
+        avg.update(test=jnp.mean(test), clean=jnp.mean(clean), sd_test=jnp.std(test),
+                   sd_clean=jnp.std(clean), sd_train=jnp.std(r.loss))
+    return avg, f
+
+
+def hats(avg: dict, *, alpha: float, Q: float, M: float, Q0: float, stein: bool) -> tuple:
+    """(Q̂, M̂, V̂) from the channel averages (T8): Stein or derivative forms."""
+    Qh = alpha * avg["ff"]
+    if stein:
+        s = math.sqrt(max(Q0 - M * M / Q, 1e-300))
+        Mh = alpha * avg["fg2"] / s
+        Vh = -(alpha / math.sqrt(Q)) * (avg["fg1"] - (M / (s * math.sqrt(Q))) * avg["fg2"])
+    else:
+        Mh = 2.0 * alpha * avg["div_hstar"]
+        Vh = -2.0 * alpha * avg["div_omega"]
+    return float(Qh), float(Mh), float(Vh)
+
+
+class PretrainChannel:
+    """General-σ RS pre-training (T6–T19) as a channel of :func:`theory.engine.solve`:
+    x = (Q, M, V), hats (Q̂, M̂, V̂), the jitted :func:`channel_averages`. The prox warm start is
+    the pair (f of the previous call, Stein latch). Frozen apart from nothing: ``cfg`` and the
+    numbers derived from it."""
+
+    stage = "pre-training"
+
+    def __init__(self, cfg: Config, alpha: float | None = None):
+        pt, m = cfg.pretrain, cfg.model
+        if pt.estimator not in ("direct", "factorized"):
+            raise ValueError(f"pretrain.estimator = {pt.estimator!r}: the general RS solver needs "
+                             "'direct' or 'factorized' (bayes: theory.pretraining.bayes)")
+        self.cfg = cfg
+        self.alpha = float(pt.alpha if alpha is None else alpha)
+        self.att = Attention(m.attention, m.beta)
+        self.Q0, self.tau0 = 1.0 + pt.kappa0, math.sqrt(pt.kappa0)
+
+    # --- engine protocol -------------------------------------------------------------------
+    def draws(self, key) -> Draws:
+        th = self.cfg.theory
+        return draw_channel(key=key, N=th.mc_samples, T=self.cfg.model.T,
+                            Delta=self.cfg.pretrain.delta)
+
+    def cold_warm(self, data: Draws):
+        return (jnp.zeros_like(data.g1), False)        # f = 0: the warm start is Ω
+
+    def sanitize(self, x) -> np.ndarray:
+        Q = max(float(x[0]), 1e-12)
+        Mmax = math.sqrt(Q * self.Q0) * (1.0 - 1e-9)
+        M = min(max(float(x[1]), -Mmax), Mmax)
+        return np.array([Q, M, max(float(x[2]), 1e-12)])
+
+    def to_iter(self, x) -> np.ndarray:
+        """(Q, M, V) → y = (log Q, atanh(M/√(Q Q0)), log V) (NaN stays NaN; outside Q > 0, V > 0,
+        M² < Q Q0 gives NaN: the driver backtracks)."""
+        Q, M, V = (float(v) for v in x)
+        if not (np.isfinite(Q) and np.isfinite(M) and np.isfinite(V)) or Q <= 0 or V <= 0 \
+                or M * M >= Q * self.Q0:
+            return np.full(3, np.nan)
+        rho = min(max(M / math.sqrt(Q * self.Q0), -1.0 + 1e-15), 1.0 - 1e-15)
+        return np.array([math.log(Q), math.atanh(rho), math.log(V)])
+
+    def from_iter(self, y) -> np.ndarray:
+        """Inverse of :meth:`to_iter`."""
+        y = np.asarray(y, float)
+        if not np.all(np.isfinite(y)):
+            return np.full(3, np.nan)
+        Q = math.exp(min(y[0], 700.0))
+        return np.array([Q, math.tanh(y[1]) * math.sqrt(Q * self.Q0), math.exp(min(y[2], 700.0))])
+
+    def means(self, x, warm, data: Draws, full: bool):
+        """Channel averages at x (every full call carries the output metrics: the last one of
+        phase 2 is the reported evaluation)."""
+        f_warm, latched = warm
+        Q, M, V = (float(v) for v in x)
+        avg, f = channel_averages(self.att, self.Q0, Q, M, V, data.g1, data.g2, data.xi, f_warm,
+                                  cold=full, metrics=full)
+        avg = {k: float(v) for k, v in avg.items()}
+        avg["stein"] = bool(latched or (full and avg["multimin"] >= STEIN_THRESHOLD))
+        return avg, (f, avg["stein"])
+
+    def hats(self, x, means: dict, force_stein: bool):
+        Q, M, _ = (float(v) for v in x)
+        stein = bool(force_stein or means["stein"])
+        return hats(means, alpha=self.alpha, Q=Q, M=M, Q0=self.Q0, stein=stein), stein
+
+    def prior_step(self, hats: tuple) -> priors.PriorStep:
+        pt = self.cfg.pretrain
+        Qh, Mh, Vh = hats
+        if pt.estimator == "direct":
+            return priors.ridge_prior(Q0=self.Q0, tau0=self.tau0, lam=pt.lam, Qhat=Qh, Mhat=Mh,
+                                      Vhat=Vh)
+        return priors.nuclear_prior(kappa0=pt.kappa0, kappa=pt.kappa, lam=pt.lam, Qhat=Qh,
+                                    Mhat=Mh, Vhat=Vh, nodes=self.cfg.theory.spectral_nodes)
+
+    def prior(self, hats: tuple) -> np.ndarray:
+        """T13 / T14–T17; NaN (the driver backtracks) when the hats leave the prior's domain."""
+        try:
+            p = self.prior_step(hats)
+        except priors.HatDomainError:
+            return np.full(3, np.nan)
+        return np.array([p.Q, p.M, p.V])
+
+    def record(self, x, hats: tuple, means: dict, stein: bool) -> dict:
+        """T10–T11 at a solved point: Φ (the objective), α·train + penalty, the metrics."""
+        pt = self.cfg.pretrain
+        Q, M, V = (float(v) for v in x)
+        Qh, Mh, Vh = hats
+        p = self.prior_step(hats)
+        penalty = pt.lam * Q if pt.estimator == "direct" else \
+            pt.lam * math.sqrt(pt.kappa) * p.tau_hat
+        phi = 0.5 * Qh * V - 0.5 * Vh * Q + Mh * M + p.psi + self.alpha * means["psi_out"]
+        return dict(Q=Q, M=M, V=V, Qhat=Qh, Mhat=Mh, Vhat=Vh, tau_hat=p.tau_hat,
+                    rank_fraction=p.rank_fraction, objective=phi,
+                    obj_direct=self.alpha * means["train"] + penalty, penalty=penalty,
+                    overlap=M / math.sqrt(Q * self.Q0), stein_hats=stein, rs_doubtful=stein,
+                    avg=dict(means))
+
+    def outputs(self, branch, data) -> dict:
+        """One repeat's row (numbers only): the metrics (T11), the solver numbers averaged over
+        repeats, and the per-repeat diagnostics the state's flags are built from."""
+        r, a = branch.record, branch.record["avg"]
+        return dict(test_error=a["test"], test_error_clean=a["clean"], train_error=a["train"],
+                    objective=r["objective"], Q=r["Q"], M=r["M"], Q0=self.Q0,
+                    mse=self.Q0 - 2 * r["M"] + r["Q"], V=r["V"], Qhat=r["Qhat"],
+                    Mhat=r["Mhat"], Vhat=r["Vhat"], tau_hat=r["tau_hat"],
+                    rank_fraction=r["rank_fraction"], obj_direct=r["obj_direct"],
+                    sd_test=a["sd_test"], sd_clean=a["sd_clean"], sd_train=a["sd_train"],
+                    multimin=a["multimin"], prox_converged=a["converged"],
+                    grad_max=a["grad_max"], f_par_max=a["f_par_max"], f_max=a["f_max"],
+                    stein_hats=float(r["stein_hats"]), stein_retry=float(branch.stein_retry),
+                    converged=float(branch.converged), iterations=float(branch.iterations),
+                    residual=float(branch.residual))
+
+    def label(self, record: dict) -> str:
+        return "unique"
+
+    def distinct(self, a: dict, b: dict) -> bool:
+        return abs(a["Q"] - b["Q"]) > 1e-3 * (1 + abs(a["Q"])) or \
+            abs(a["M"] - b["M"]) > 1e-3 * (1 + abs(a["M"]))
+
+    def doubt(self, record: dict) -> str | None:
+        return None          # the Stein flag is built from every repeat (general.py)
