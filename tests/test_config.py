@@ -55,6 +55,8 @@ def test_defaults_are_model_md_section_6():
     ("theory.damping=1.0", "theory.damping"),
     ("theory.tol=0", "theory.tol"),
     ("theory.max_iter=0", "theory.max_iter"),
+    ("theory.draws=sobol", "theory.draws"),
+    ("theory.draws=1", "theory.draws"),
     ("model.nonsense=1", "model.nonsense"),
     ("nosection.T=1", "nosection"),
 ])
@@ -173,3 +175,10 @@ def test_cli_reader_matches_load_config(tmp_path):
     path.write_bytes(b"[model]\nT = 2 # \xe9\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_cli_config(path)
+
+
+def test_theory_draws_field():
+    assert Config().theory.draws == "mc"
+    assert Config().with_overrides(["theory.draws=qmc"]).theory.draws == "qmc"
+    with pytest.raises(ConfigError, match=r"theory.draws = 'sobol': must be one of 'mc', 'qmc'"):
+        Config().with_overrides(["theory.draws=sobol"])

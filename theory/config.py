@@ -271,6 +271,14 @@ class TheoryConfig(_Section):
                               "fine-tuning SE and the factorized prior; the scalar Bayes "
                               "pre-training SE (T22-T23) runs at least 5000")
     spectral_nodes: int = _spec(600, "int", low=20, doc="quadrature nodes per bulk (T15-T17)")
+    draws: str = _spec("mc", "str", choices=("mc", "qmc"),
+                       doc="frozen Gaussian draws of the LoRA fine-tuning channel (T28, symmetric "
+                           "and general LoRA; not the pre-training nor the T34 reuse channel): "
+                           "'mc' i.i.d. normal, 'qmc' scrambled Sobol points mapped to normals "
+                           "(an independent Owen scrambling per MC repeat, so the error bar is "
+                           "the spread of randomised replicates, as for 'mc'); measured: linear "
+                           "sigma at N = 4096 6-9x smaller spread, softmax no gain "
+                           "(benchmarks/README.md); keep N/2 a power of 2")
 
 
 _SECTIONS: dict[str, type[_Section]] = {

@@ -68,7 +68,7 @@ class _Setup:
 
     def __init__(self, cfg: Config, pre: PretrainState, *, reduced: bool = False,
                  delta_train: float | None = None, allow_general: bool = False,
-                 c: float | None = None, sampling: str = "mc"):
+                 c: float | None = None, sampling: str | None = None):
         ft = cfg.finetune
         if ft.lora != "symmetric" and not allow_general:
             raise NotImplementedError("finetune.lora = 'general' (u vᵀ, T33): solved by "
@@ -111,6 +111,7 @@ class _Setup:
         self.n = cfg.theory.mc_samples
         self.kind = "reduced" if reduced else ("linear" if self.linear else "softmax")
         self.beta = cfg.model.beta
+        sampling = cfg.theory.draws if sampling is None else sampling     # theory.draws
         if sampling not in ("mc", "qmc"):
             raise ValueError(f"sampling = {sampling!r}: must be 'mc' or 'qmc'")
         self.sampling = sampling
