@@ -270,16 +270,14 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = 1e-10,
 
 
 def multistart_prox(obj, starts, p, *, max_iter: int = 40, gtol: float = 1e-10,
-                    dist_tol: float = 1e-5, grad_hess=None, factor: str = "ldl",
-                    first_iter: int = 8):
+                    dist_tol: float = 1e-5, grad_hess=None, factor: str = "ldl"):
     """Batch of N samples, S starts each (``starts``: (N, S, T); start 0 must be ω; ``p``: leaves
     with leading axis N). Keeps the lowest F per sample. Returns z (N, T), f, nonconvex,
-    multimin, converged (per sample). ``first_iter``: whole-batch steps before the straggler
-    compaction (:func:`batched_newton`)."""
+    multimin, converged (per sample)."""
     N, S, T = starts.shape
     pS = jax.tree_util.tree_map(lambda a: jnp.repeat(a, S, axis=0), p)
     res = batched_newton(obj, starts.reshape(N * S, T), pS, max_iter=max_iter, gtol=gtol,
-                         grad_hess=grad_hess, factor=factor, first_iter=first_iter)
+                         grad_hess=grad_hess, factor=factor)
     res = {k: (v.reshape(N, S, *v.shape[1:]) if k != "iters" else v) for k, v in res.items()}
     f = jnp.where(res["converged"], res["f"], jnp.inf)
     f = jnp.where(jnp.all(~res["converged"], -1, keepdims=True), res["f"], f)

@@ -176,8 +176,8 @@ class SymProxResult(NamedTuple):
 
 
 def sym_prox(att: Attention, omega: jax.Array, z: jax.Array, V, *, warm: jax.Array | None = None,
-             cold: bool = True, max_iter: int = 60, gtol: float = 1e-10, dist_tol: float = 1e-5,
-             first_iter: int = 3) -> SymProxResult:
+             cold: bool = True, max_iter: int = 60, gtol: float = 1e-10, dist_tol: float = 1e-5
+             ) -> SymProxResult:
     """Batched output prox (T7) over N samples, in Frobenius coordinates.
 
     ``omega``: (N, K) cavity scores Ω; ``z``: (N, K) noisy teacher scores H* + ξ (Y = σ(Z));
@@ -189,9 +189,7 @@ def sym_prox(att: Attention, omega: jax.Array, z: jax.Array, V, *, warm: jax.Arr
     P_⊥ removes the 11ᵀ component for softmax, where ℓ is flat); the linearised prox
     Ω + t P_⊥(Ẑ − Ω), t = 2Vc²/(1 + 2Vc²), c = β/T the slope of softmax at 0 (c = 1 linear: exact
     there); and ``warm``. All samples × starts are one batch of :func:`theory.prox.multistart_prox`
-    (saddle-free L D Lᵀ Newton, straggler compaction after ``first_iter`` whole-batch steps: 3
-    measured 2× faster than 8 at the default point, cold 843 → 410 ms, late warm call 144 → 66 ms,
-    N = 4000; 2 is slower again); the lowest objective is kept. For softmax
+    (saddle-free L D Lᵀ Newton, straggler compaction); the lowest objective is kept. For softmax
     f is projected on 11ᵀ⊥ afterwards (it is ⊥ 11ᵀ up to rounding because ∇ℓ ⊥ 11ᵀ; the
     pre-training channel reports the size of the removed part). The traces of T8 use the exact
     inverse of A = I + V∇²ℓ at Ĥ (:func:`theory.prox.sym_inverse`).
@@ -232,7 +230,7 @@ def sym_prox(att: Attention, omega: jax.Array, z: jax.Array, V, *, warm: jax.Arr
     starts = jnp.stack(starts, axis=1)  # (N, S, K)
 
     res = multistart_prox(obj, starts, (omega, z), max_iter=max_iter, gtol=gtol,
-                          dist_tol=dist_tol, grad_hess=obj_derivs, first_iter=first_iter)
+                          dist_tol=dist_tol, grad_hess=obj_derivs)
     u = res["z"]
     f = (u - omega) / V
     f_par = f @ e1  # component along 11ᵀ: 0 up to rounding for softmax (∇ℓ ⊥ 11ᵀ)
