@@ -182,3 +182,17 @@ def test_theory_draws_field():
     assert Config().with_overrides(["theory.draws=qmc"]).theory.draws == "qmc"
     with pytest.raises(ConfigError, match=r"theory.draws = 'sobol': must be one of 'mc', 'qmc'"):
         Config().with_overrides(["theory.draws=sobol"])
+
+
+def test_digest_neutral_defaults_keep_older_store_keys():
+    # records are keyed by Config.digest(); a field added later (theory.draws) must not re-key the
+    # stores while it holds the value of the older behaviour. 9d4675050c0cf8ea is the digest of
+    # the default config at 52a1980, before theory.draws existed.
+    from theory.config import DIGEST_NEUTRAL_DEFAULTS
+    assert Config().digest() == "9d4675050c0cf8ea"
+    qmc = Config().with_overrides(["theory.draws=qmc"])
+    assert qmc.digest() != Config().digest()
+    assert qmc.digest(sections=["model"]) == Config().digest(sections=["model"])
+    for (section, name), neutral in DIGEST_NEUTRAL_DEFAULTS.items():
+        assert getattr(getattr(Config(), section), name) == neutral
+    assert "draws" in Config().to_dict()["theory"]   # the digest does not mutate the config's dict

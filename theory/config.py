@@ -448,10 +448,21 @@ class Config:
     def digest(self, *, sections: Sequence[str] | None = None) -> str:
         """Stable sha256 (hex, 16 chars) of the config, or of some of its sections."""
         data = self.to_dict()
+        for (section, name), neutral in DIGEST_NEUTRAL_DEFAULTS.items():
+            if data.get(section, {}).get(name) == neutral:
+                del data[section][name]
         if sections is not None:
             data = {name: data[name] for name in sections}
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Fields added after results stores existed, omitted from :meth:`Config.digest` while they hold
+# the value that reproduces the older behaviour, so that every record keyed by an older digest
+# stays valid (a store's records are keyed by the digest). Any other value enters the digest.
+DIGEST_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("theory", "draws"): "mc",
+}
 
 
 def _toml_value(value: Any) -> str:
