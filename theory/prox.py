@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from .solver_constants import PROX_GTOL
 
 __all__ = ["modified_ldl", "ldl_solve", "sym_inverse", "jacobi_eigh", "batched_newton",
            "multistart_prox"]
@@ -164,7 +165,7 @@ def sym_inverse(A):
     return jnp.stack(cols, axis=-1)
 
 
-def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = 1e-10,
+def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = PROX_GTOL,
                    eig_floor: float = 1e-10, grad_hess=None, first_iter: int = 8,
                    straggler_fraction: float = 1 / 16, factor: str = "ldl"):
     """Minimise ``obj(z_i, p_i)`` for every problem i of the batch (z0: (P, T)).
@@ -269,7 +270,7 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = 1e-10,
                 pd_end=(lmin > 0) & finite, iters=jnp.max(s["steps"]))
 
 
-def multistart_prox(obj, starts, p, *, max_iter: int = 40, gtol: float = 1e-10,
+def multistart_prox(obj, starts, p, *, max_iter: int = 40, gtol: float = PROX_GTOL,
                     dist_tol: float = 1e-5, grad_hess=None, factor: str = "ldl"):
     """Batch of N samples, S starts each (``starts``: (N, S, T); start 0 must be ω; ``p``: leaves
     with leading axis N). Keeps the lowest F per sample. Returns z (N, T), f, nonconvex,

@@ -24,3 +24,5 @@ BRANCH_SEARCH_SLOW = 8
 REPEAT_CAP_FACTOR = 4
 #: warm-phase / full-map-step rounds before the choice of prox minima is declared "stalled"
 PHASE2_ROUNDS = 6
+#: per-sample prox Newton: converged when |∇F| ≤ this × (1 + |z|∞) (theory.prox.batched_newton)
+PROX_GTOL = 1e-10

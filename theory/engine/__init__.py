@@ -14,8 +14,8 @@ Channels: symmetric LoRA (:mod:`theory.finetuning.lora`, T28–T32), general u v
 """
 
 from .channel import Channel
-from .driver import aggregate, find_branches, flags_of, solve, solve_branch
+from .driver import aggregate, find_branches, flags_of, repeat_key, solve, solve_branch
 from .settings import RESULT_CODES, BranchResult, Settings, Solution, Start
 
 __all__ = ["Channel", "Settings", "Start", "BranchResult", "Solution", "RESULT_CODES", "solve",
-           "solve_branch", "find_branches", "aggregate", "flags_of"]
+           "solve_branch", "find_branches", "repeat_key", "aggregate", "flags_of"]

@@ -29,7 +29,7 @@ import numpy as np
 from ..fixed_point import damped_fixed_point
 from .settings import BranchResult, Settings, Solution, Start
 
-__all__ = ["solve_branch", "find_branches", "solve", "aggregate", "flags_of"]
+__all__ = ["solve_branch", "find_branches", "solve", "repeat_key", "aggregate", "flags_of"]
 
 
 def _within(a, b, tol) -> bool:
@@ -179,19 +179,25 @@ def flags_of(channel, converged: bool, best: dict, n_found: int, stein_retries: 
     return flags
 
 
+def repeat_key(key, i: int):
+    """The key of MC repeat ``i`` (THEORY.md §9): repeat 0 draws from ``key`` itself, repeat
+    i > 0 from ``fold_in(key, i)`` — the one rule for every solver and curve."""
+    import jax
+
+    return key if i == 0 else jax.random.fold_in(key, i)
+
+
 def solve(channel, settings: Settings, key, starts) -> Solution:
     """Global RS solution of ``channel``: branches from ``starts`` (a sequence of
     :class:`Start`) on the draws of ``key``, the lowest free energy kept, ``settings.repeats``
-    MC repeats (draws of ``fold_in(key, i)``) started at it, aggregated (module docstring)."""
-    import jax
-
+    MC repeats (draws of :func:`repeat_key`) started at it, aggregated (module docstring)."""
     t0 = time.perf_counter()
     data = channel.draws(key)
     found = find_branches(channel, data, starts, settings)
     best = found[0]
     rows, results = [channel.outputs(best, data)], [best]
     for i in range(1, settings.repeats):
-        d_i = channel.draws(jax.random.fold_in(key, i))
+        d_i = channel.draws(repeat_key(key, i))
         r_i = solve_branch(channel, d_i, Start("repeat", best.x), settings,
                            cap=settings.repeat_cap(best.iterations))
         rows.append(channel.outputs(r_i, d_i))

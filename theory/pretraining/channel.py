@@ -128,8 +128,8 @@ def hats(avg: dict, *, alpha: float, Q: float, M: float, Q0: float, stein: bool)
 class PretrainChannel:
     """General-σ RS pre-training (T6–T19) as a channel of :func:`theory.engine.solve`:
     x = (Q, M, V), hats (Q̂, M̂, V̂), the jitted :func:`channel_averages`. The prox warm start is
-    the pair (f of the previous call, Stein latch). Frozen apart from nothing: ``cfg`` and the
-    numbers derived from it."""
+    the pair (f of the previous call, Stein latch). Holds only ``cfg`` and numbers derived from
+    it (no solver state)."""
 
     stage = "pre-training"
 

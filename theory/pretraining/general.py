@@ -151,7 +151,7 @@ def solve_curve(cfg: Config, alphas: Sequence[float], *,
     per_alpha = [[] for _ in alphas]
     secs = [0.0 for _ in alphas]
     for r in range(cfg.theory.mc_repeats):
-        key = _key(cfg) if r == 0 else jax.random.fold_in(_key(cfg), r)
+        key = engine.repeat_key(_key(cfg), r)
         data, prev = None, None
         for i, a in enumerate(alphas):
             c = cfg.replace(pretrain={"alpha": a})

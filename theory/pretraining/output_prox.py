@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from ..gaussian import n_sym, sym_to_vec, vec_to_sym
 from ..prox import multistart_prox, sym_inverse
+from ..solver_constants import PROX_GTOL
 
 __all__ = ["Attention", "ones_direction", "sym_basis", "sym_loss_fn", "sym_loss_derivs",
            "SymProxResult", "sym_prox"]
@@ -176,7 +177,7 @@ class SymProxResult(NamedTuple):
 
 
 def sym_prox(att: Attention, omega: jax.Array, z: jax.Array, V, *, warm: jax.Array | None = None,
-             cold: bool = True, max_iter: int = 60, gtol: float = 1e-10, dist_tol: float = 1e-5
+             cold: bool = True, max_iter: int = 60, gtol: float = PROX_GTOL, dist_tol: float = 1e-5
              ) -> SymProxResult:
     """Batched output prox (T7) over N samples, in Frobenius coordinates.
 
