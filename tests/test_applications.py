@@ -41,14 +41,14 @@ def test_optimal_pretraining_linear_c1_optima_coincide():
 def test_optimal_pretraining_excludes_failed_points(monkeypatch):
     """A choice where the theory raises is reported in the scan and never selected."""
     cfg = load_config(None, LINEAR)
-    real = opt.predict
+    real = opt.predict_states
 
     def flaky(point, **kw):
         if point.pretrain.lam > 1.0:
             raise ValueError("outside the solver's domain (test)")
         return real(point, **kw)
 
-    monkeypatch.setattr(opt, "predict", flaky)
+    monkeypatch.setattr(opt, "predict_states", flaky)
     result = opt.optimize_pretraining(cfg, over=["pretrain.lam"], grid_points=5, refine_steps=2)
     failed = [p for p in result.scan if p["metrics"].get("failed")]
     assert failed and all(p["choice"]["pretrain.lam"] > 1.0 for p in failed)

@@ -127,13 +127,13 @@ def test_mismatch_map_continues_along_x(monkeypatch):
     import theory.applications.mismatch as mm_mod
 
     starts = []
-    real = mm_mod.predict
+    real = mm_mod.predict_states
 
     def spy(point, **kw):
         starts.append((point.finetune.alpha, kw.get("start") is not None))
         return real(point, **kw)
 
-    monkeypatch.setattr(mm_mod, "predict", spy)
+    monkeypatch.setattr(mm_mod, "predict_states", spy)
     cfg = load_config(None, ["model.attention=linear", "model.T=2", "pretrain.estimator=direct",
                              "pretrain.alpha=0.2", "theory.mc_samples=400",
                              "theory.mc_repeats=2"])
@@ -152,8 +152,9 @@ def test_optimize_pretraining_reports_progress_and_solves_pretraining_criteria_c
 
     monkeypatch.setattr(opt, "CRITERIA", {"pretrain.mse": opt.CRITERIA["pretrain.mse"]})
     calls = []
-    real = opt.predict
-    monkeypatch.setattr(opt, "predict", lambda point, **kw: calls.append(kw) or real(point, **kw))
+    real = opt.predict_states
+    monkeypatch.setattr(opt, "predict_states",
+                        lambda point, **kw: calls.append(kw) or real(point, **kw))
     cfg = load_config(None, ["model.attention=linear", "model.T=2", "pretrain.estimator=direct",
                              "pretrain.alpha=0.2", "finetune.alpha=2.0", "theory.mc_samples=400",
                              "theory.mc_repeats=2"])

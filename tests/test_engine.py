@@ -283,3 +283,59 @@ def test_out_of_domain_step_backtracks_in_iteration_coordinates():
     assert all(x > 0 for x in ch.seen)
     # the third evaluation is halfway (in log x) between the first two iterates
     assert ch.seen[2] == pytest.approx(math.sqrt(ch.seen[0] * ch.seen[1]), rel=1e-12)
+
+
+class LatchToy(Toy):
+    """Its hats choose the Stein forms on full evaluations only (as a multistart prox that sees
+    several minima), and record which form every evaluation used."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.forms = []          # (full, stein) per hats call of the iteration
+
+    def hats(self, x, means, force_stein):
+        stein = bool(force_stein or self.calls[-1])
+        self.forms.append((self.calls[-1], stein))
+        return (means["t"],), stein
+
+
+def test_stein_latch_after_a_full_evaluation():
+    """Once a full evaluation chose the Stein forms, every later evaluation of the branch uses
+    them (a warm call cannot see multiple minima, THEORY.md §9); the latch is reported and a
+    start can carry it."""
+    toy = LatchToy()
+    b = engine.solve_branch(toy, toy.draws(KEY), STARTS[0], SET)
+    first_full = [i for i, (full, _) in enumerate(toy.forms) if full][0]
+    assert not any(s for _, s in toy.forms[:first_full])          # derivative forms before it
+    assert all(s for _, s in toy.forms[first_full:])               # latched after it
+    assert b.stein_latched and b.record["stein_hats"]
+    toy2 = LatchToy()
+    b2 = engine.solve_branch(toy2, toy2.draws(KEY),
+                             engine.Start("w", b.x, warm=b.warm, stein=True), SET)
+    assert all(s for _, s in toy2.forms) and b2.stein_latched
+
+
+def test_continuation_from_a_previous_solution():
+    """``previous``: the neighbour's branch and every MC repeat continue from its solution on the
+    same draws; the branch search, the choice and the numbers are a cold solve's (to tol)."""
+    R, near = 3, Toy(h=0.06)
+    settings = engine.Settings(tol=1e-10, damping=0.3, max_iter=500, repeats=R)
+    prev = engine.solve(Toy(), settings, KEY, STARTS)
+    assert len(prev.repeat_branches) == R and prev.repeat_branches[0] is prev.best
+    cold = engine.solve(Toy(h=0.06), settings, KEY, STARTS)
+    cont = engine.solve(near, settings, KEY, STARTS, previous=prev)
+    assert cont.stats["continued"] and not cold.stats["continued"]
+    assert cont.best.record["start"] == "continued"
+    assert [b["label"] for b in cont.branches] == [b["label"] for b in cold.branches]
+    for k in ("x", "objective"):
+        assert cont.metrics[k] == pytest.approx(cold.metrics[k], abs=1e-8)
+    assert sum(cont.stats["repeat_iterations"]) < sum(cold.stats["repeat_iterations"])
+    # another sample count: no per-sample continuation (the cold protocol runs)
+    class PerSample(Toy):
+        def cold_warm(self, data):
+            return np.zeros(len(data))
+
+    prev = engine.solve(PerSample(), settings, KEY, STARTS)
+    other = engine.solve(PerSample(h=0.06, n=N // 2), settings, KEY, STARTS, previous=prev)
+    assert not other.stats["continued"]
+    assert engine.solve(PerSample(h=0.06), settings, KEY, STARTS, previous=prev).stats["continued"]

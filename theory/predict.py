@@ -28,7 +28,7 @@ from .provenance import provenance
 from .schema import FINETUNE_METRICS, PRETRAIN_METRICS
 from .states import FinetuneState, PretrainState
 
-__all__ = ["predict", "predict_pretraining", "predict_finetuning", "pretrain_state_from_measured",
+__all__ = ["predict", "predict_states", "predict_pretraining", "predict_finetuning", "pretrain_state_from_measured",
            "predict_bayes_bound", "merge_bayes_bound", "bayes_bound_key", "pretrain_key",
            "converged", "continuation_start"]
 
@@ -172,19 +172,28 @@ def continuation_start(result) -> tuple[float, float, float] | None:
 def predict_finetuning(cfg: Config, pre: PretrainState, *, start=None) -> FinetuneState:
     """LoRA RS fixed point fed by the pre-training order parameters: symmetric w wᵀ (T28–T32)
     or general u vᵀ (T33). ``start``: (q, m, v) of a neighbouring point (see
-    :func:`continuation_start`), solved first; once it converges it stands in for the cold start
-    of its branch's label, while the other label's start still runs as a branch search
-    (:func:`theory.engine.find_branches`), so the choice by free energy and the "several fixed
-    points" flag still see both branches (symmetric LoRA only; the general u vᵀ solve ignores it)."""
+    :func:`continuation_start`), or its ``FinetuneState`` (then continued per MC repeat and per
+    sample from the neighbour's engine solution), solved first; once it converges it stands in
+    for the cold start of its branch's label, while the other label's start still runs as a
+    branch search (:func:`theory.engine.find_branches`), so the choice by free energy and the
+    "several fixed points" flag still see both branches (symmetric LoRA only; the general u vᵀ
+    solve ignores it)."""
     if cfg.finetune.lora == "general":
         from .finetuning import general_lora
 
         return general_lora.solve(cfg, pre)
     from .finetuning import lora
 
-    state = lora.solve(cfg, pre, init=None if start is None else tuple(map(float, start)))
+    if isinstance(start, FinetuneState) and start.solution is not None:
+        # the engine continues the neighbour's selected branch (dropped if it does not converge)
+        init, qmv = start, tuple(float(t) for t in start.solution.best.x)
+    elif isinstance(start, FinetuneState):
+        init = qmv = continuation_start(start)
+    else:
+        init = qmv = None if start is None else tuple(map(float, start))
+    state = lora.solve(cfg, pre, init=init)
     return replace(state, solver={**state.solver,
-                                  "start": None if start is None else list(map(float, start))})
+                                  "start": None if qmv is None else list(map(float, qmv))})
 
 
 def pretrain_state_from_measured(pre: PretrainState, *, Q: float, M: float, Q0: float,
@@ -202,12 +211,25 @@ def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool 
     """Every metric of MODEL.md §4 predicted for ``cfg`` (see the module docstring).
 
     Continuation along a curve: ``start`` is a neighbouring point's :func:`predict` result (or
-    its (q, m, v), :func:`continuation_start`) for the fine-tuning solve, ``pre_start`` a
-    neighbouring pre-training state (used when ``pre`` is not given); each point keeps its own
-    branch search over the other label and its own flags (:func:`predict_finetuning`)."""
+    its (q, m, v), :func:`continuation_start`, or its ``FinetuneState`` from
+    :func:`predict_states`, which continues every MC repeat and every sample's prox) for the
+    fine-tuning solve, ``pre_start`` a neighbouring pre-training state (used when ``pre`` is not
+    given); each point keeps its own branch search over the other label and its own flags
+    (:func:`predict_finetuning`)."""
+    return predict_states(cfg, pre=pre, bayes_bound=bayes_bound, stages=stages, start=start,
+                          pre_start=pre_start)[0]
+
+
+def predict_states(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool = False,
+                   stages: tuple[str, ...] = ("pretrain", "finetune"), start=None,
+                   pre_start: PretrainState | None = None):
+    """:func:`predict`, returning ``(result, pre, fin)``: the result and the solved states
+    (``fin`` None without the fine-tuning stage), which a curve passes on to its next point
+    (``start=fin``, ``pre_start=pre``)."""
     t_start = time.perf_counter()
     out: dict = {"config": cfg.to_dict(), "solver": {}, "flags": []}
-    if start is not None and not (isinstance(start, tuple) and len(start) == 3):
+    if start is not None and not (isinstance(start, tuple) and len(start) == 3) and \
+            not isinstance(start, FinetuneState):
         start = continuation_start(start)
     if pre is None:
         pre = predict_pretraining(cfg, start=pre_start)
@@ -218,6 +240,7 @@ def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool 
     out["finetune"] = None
     out["delta_eff"] = out["delta_eff_train"] = None
     out["bayes_finetune"] = None
+    fin = None
     if "finetune" in stages:
         fin = predict_finetuning(cfg, pre, start=start)
         out["finetune"] = {k: _entry(fin.metrics, fin.mc_err, k, _single_repeat(fin))
@@ -234,7 +257,7 @@ def predict(cfg: Config, *, pre: PretrainState | None = None, bayes_bound: bool 
         if bayes_bound:
             merge_bayes_bound(out, predict_bayes_bound(cfg, pre))
     out["meta"] = {**provenance(), "seconds": time.perf_counter() - t_start}
-    return out
+    return out, pre, fin
 
 
 def predict_bayes_bound(cfg: Config, pre: PretrainState) -> dict:

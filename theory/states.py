@@ -6,7 +6,7 @@ order parameters they need from it (Q, M, Q0, V, tau_hat) and return a :class:`F
 standard error of the metrics that are sampled (0.0 for closed forms); ``solver`` is a flat dict
 (``converged``, ``iterations``, ``residual``, ``seconds``, ``branch``, ...) and ``flags`` lists
 human-readable warnings (non-converged, RS doubtful, ...). Plain dataclasses of floats: cheap to
-copy, JSON-able through :func:`dataclasses.asdict`.
+copy; the optional ``solution`` (the engine solution a curve continues from) is never serialised.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ class PretrainState:
     mc_err: dict = field(default_factory=dict)
     solver: dict = field(default_factory=dict)
     flags: tuple = ()
+    #: the engine's :class:`theory.engine.Solution` behind the state (general-σ RS solve only):
+    #: what a neighbouring point of a curve continues from; never serialised
+    solution: object = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -61,3 +64,7 @@ class FinetuneState:
     solver: dict = field(default_factory=dict)
     branches: tuple = ()
     flags: tuple = ()
+    #: the engine's :class:`theory.engine.Solution` behind the state (per-repeat order parameters
+    #: and per-sample prox solutions): what a neighbouring point of a curve continues from; not
+    #: part of the results (never serialised)
+    solution: object = field(default=None, repr=False, compare=False)

@@ -6,6 +6,8 @@ records itself, atomically (:mod:`.store`); :mod:`.runner` plans, claims and sub
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 
 from theory.compile_cache import enable_compilation_cache
@@ -71,7 +73,8 @@ def pretrain_state_task(cfg_dict: dict):
 
     enable_compilation_cache()
     try:
-        return predict_pretraining(Config.from_dict(cfg_dict))
+        # the engine solution (per-sample arrays) stays in this worker: curves receive numbers
+        return dataclasses.replace(predict_pretraining(Config.from_dict(cfg_dict)), solution=None)
     except (ValueError, ArithmeticError) as err:
         return {"failed": f"{type(err).__name__}: {err}"}
 
@@ -105,23 +108,34 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
     ``pretrain_states`` maps :func:`theory.predict.pretrain_key` to a :func:`pretrain_state_task` result
     (solved once per sweep); keys not in it are solved here, once per curve.
     ``previous`` (continuation, aligned with ``curve``): the alias ids of each group's neighbour
-    along the curve; the first of them with a record (written by this task a moment ago, or by
-    an earlier run) gives the fine-tuning start (:func:`theory.predict.continuation_start`);
-    none, or one whose solve failed or did not converge, gives a cold solve.
+    along the curve. One solved by this task a moment ago continues with its whole engine
+    solution (every MC repeat and every sample's prox, :func:`theory.predict.predict_states`);
+    otherwise the first of them with a record of an earlier run gives the fine-tuning start
+    (q, m, v) (:func:`theory.predict.continuation_start`); none, or a stored one whose solve
+    failed or did not converge, gives a cold solve.
     """
-    from theory.predict import bayes_bound_key, merge_bayes_bound, predict, predict_pretraining
+    from theory.predict import bayes_bound_key, merge_bayes_bound, predict_pretraining, predict_states
 
     enable_compilation_cache()
     store = ResultStore(store_root)
     done = []
     pretrain_states = dict(pretrain_states or {})   # one solve per (model, pretrain, theory)
     previous = list(previous or [[] for _ in curve])
+    solved: dict = {}      # point id -> FinetuneState solved by this task (continued in memory)
     for aliases, before in zip(curve, previous):
         todo = [a for a in aliases if not store.has("theory", a[2])]
         if not todo:
             continue
         start = time.perf_counter()
-        neighbour, warm = _neighbour_start(store, before) if "finetune" in stages else (None, None)
+        # the neighbour solved by this task a moment ago continues with its whole solution (every
+        # MC repeat and sample); one from an earlier run with its stored (q, m, v)
+        in_memory = [p for p in before if p in solved]
+        if in_memory:
+            neighbour, warm = in_memory[0], solved[in_memory[0]]
+        elif "finetune" in stages:
+            neighbour, warm = _neighbour_start(store, before)
+        else:
+            neighbour, warm = None, None
         try:
             cfg = Config.from_dict(todo[0][1])
             key = pretrain_key(cfg)
@@ -130,7 +144,8 @@ def theory_curve_task(curve: list[list[tuple[dict, dict, str]]], store_root: str
             pre = pretrain_states[key]
             if isinstance(pre, dict):   # the shared pre-training solve failed: same record
                 raise ValueError(pre["failed"])
-            result = predict(cfg, pre=pre, stages=stages, start=warm)
+            result, _, fin = predict_states(cfg, pre=pre, stages=stages, start=warm)
+            solved = {} if fin is None else {a[2]: fin for a in todo}
             if warm is not None:
                 result["solver"]["continued_from"] = neighbour
             bound = (bayes_bounds or {}).get(bayes_bound_key(cfg)) if "finetune" in stages else None

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import Config
-from ..predict import converged, predict, predict_pretraining, pretrain_key
+from ..predict import converged, predict_pretraining, predict_states, pretrain_key
 
 __all__ = ["MismatchMap", "mismatch_map", "strength", "fraction_modes", "Z_SIGNIFICANT",
            "DEFAULT_MODES"]
@@ -98,7 +98,7 @@ def mismatch_map(cfg: Config, x_field: str | None, x_values, y_field: str, y_val
     trusted = np.ones(shape, bool)
     notes = []
     pretrain_states: dict = {}
-    left: dict = {}        # (y index, mode) -> the left neighbour's result (continuation along x)
+    left: dict = {}        # (y index, mode) -> the left neighbour's FinetuneState (continuation along x)
     left_pre: dict = {}    # (y index, mode) -> the left neighbour's pre-training state
     total, done = shape[0] * shape[1] * len(modes), 0
     for i, x in enumerate(x_values):
@@ -123,9 +123,8 @@ def mismatch_map(cfg: Config, x_field: str | None, x_values, y_field: str, y_val
                     if isinstance(pre, Exception):
                         raise pre
                     left_pre[(j, mode)] = pre
-                    result = predict(point, pre=pre, bayes_bound=False,
-                                     start=left.pop((j, mode), None))
-                    left[(j, mode)] = result
+                    result, _, left[(j, mode)] = predict_states(
+                        point, pre=pre, bayes_bound=False, start=left.pop((j, mode), None))
                 except (ValueError, ArithmeticError) as err:
                     # a solver that left its domain: the cell stays NaN and untrusted, the map
                     # goes on

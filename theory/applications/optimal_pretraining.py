@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import Config
-from ..predict import converged, predict, predict_pretraining
+from ..predict import converged, predict_pretraining, predict_states
 
 __all__ = ["CRITERIA", "optimize_pretraining", "OptimalPretraining"]
 
@@ -101,7 +101,7 @@ def optimize_pretraining(cfg: Config, over=("pretrain.lam",), *, recalibrate: bo
     categorical = [n for n in over if n in CATEGORICAL]
     cache: dict[tuple, dict] = {}      # choice -> metrics (pre-training only, or every stage)
     states: dict[tuple, object] = {}   # choice -> pre-training state (or its exception)
-    results: dict[tuple, dict] = {}    # choice -> full predict() result (fine-tuning starts)
+    results: dict[tuple, object] = {}  # choice -> FinetuneState (fine-tuning starts)
 
     def nearest(key: tuple, pool: dict):
         """The evaluated choice closest to ``key`` in log scale (same categorical values)."""
@@ -139,13 +139,14 @@ def optimize_pretraining(cfg: Config, over=("pretrain.lam",), *, recalibrate: bo
             if isinstance(states[key], Exception):
                 raise states[key]
             stages = ("pretrain", "finetune") if full else ("pretrain",)
-            result = predict(point, pre=states[key], bayes_bound=False, stages=stages,
-                             start=nearest(key, results) if full else None)
+            result, _, fin = predict_states(point, pre=states[key], bayes_bound=False,
+                                            stages=stages,
+                                            start=nearest(key, results) if full else None)
         except (ValueError, ArithmeticError) as err:   # e.g. a solver outside its domain
             cache[key] = {"failed": f"{type(err).__name__}: {err}"}
         else:
             if full:
-                results[key] = result
+                results[key] = fin
             cache[key] = {**_metrics(result), "converged": converged(result),
                           **({} if full else {"stage": "pretrain", **_frozen(point, states[key])})}
         if progress is not None:

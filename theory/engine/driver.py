@@ -7,7 +7,9 @@ accelerated, stall detection) to tol, then one step of the full multistart map c
 sample's best minimum changed; if one did, phase 1 resumes from the minima the full map chose (up
 to ``phase2_rounds`` rounds, then "stalled"). A stalled derivative-form iteration is retried with
 the Stein forms of the hats from the same start, within the iterations left, and kept only if it
-converges. The last full evaluation is the reported one (not repeated). A channel may declare
+converges (not when the stalled iteration was latched to the Stein forms already: once a full
+evaluation chose them, every later evaluation of the branch uses them, §9). The last full
+evaluation is the reported one (not repeated). A channel may declare
 the coordinates of the iteration (``to_iter`` / ``from_iter``, :mod:`.channel`).
 
 Global solution (:func:`solve`): branches from every start (the first gets the whole cap, the
@@ -45,7 +47,7 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
     cap = settings.max_iter if cap is None else int(cap)
     cold_full = start.warm is None and settings.cold_full_first
     st = dict(warm=channel.cold_warm(data) if start.warm is None else start.warm,
-              full=cold_full, phase2=False, stein=False, last=None)
+              full=cold_full, phase2=False, stein=False, latch=bool(start.stein), last=None)
 
     def evaluate(x, full):
         xs = channel.sanitize(x)
@@ -63,7 +65,13 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
         # full multistart map (phase 2)
         full, st["full"] = st["full"], st["phase2"]
         xs, means = evaluate(from_it(y), full)
-        return to_it(channel.prior(channel.hats(xs, means, st["stein"])[0]))
+        hats, stein = channel.hats(xs, means, st["stein"] or st["latch"])
+        # the Stein latch: once a full (multistart) evaluation chose the Stein forms, the warm
+        # evaluations of this branch use them too (a warm call sees one start and cannot detect
+        # multiple minima; switching forms between the phases would make them iterate
+        # different maps)
+        st["latch"] = st["latch"] or (full and stein)
+        return to_it(channel.prior(hats))
 
     kw = dict(damping=settings.damping, tol=settings.tol, anderson=settings.anderson)
 
@@ -86,7 +94,10 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
 
     sol = two_phases(to_it(start.x), cold_full, cap)
     stein_retry = False
-    if settings.stein_retry and sol.result == "stalled" and cap - sol.iterations >= 2:
+    # the retry is skipped when the stalled iteration was latched to the Stein forms already: it
+    # would iterate the same map again (only the path to the first full evaluation differs)
+    if settings.stein_retry and sol.result == "stalled" and not st["latch"] and \
+            cap - sol.iterations >= 2:
         # the derivative hats jump with the few samples near a fold of the prox; the Stein forms
         # (T30) hold for any measurable prox, jumps included
         st["stein"] = True
@@ -105,14 +116,15 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
         xs, means = last[0], last[1]       # the last full evaluation is within tol: report it
     else:
         xs, means = evaluate(x_sol, True)
-    hats, stein = channel.hats(xs, means, st["stein"])
+    hats, stein = channel.hats(xs, means, st["stein"] or st["latch"])
     record = dict(channel.record(xs, hats, means, stein), stein_retry=stein_retry,
                   converged=sol.converged, result=sol.result, iterations=sol.iterations,
                   residual=float(sol.residual), seconds=time.perf_counter() - t0)
     return BranchResult(x=np.asarray(xs, float), record=record, hats=tuple(hats),
                         result=sol.result, iterations=sol.iterations,
                         residual=float(sol.residual), seconds=record["seconds"],
-                        stein_retry=stein_retry, warm=st["warm"])
+                        stein_retry=stein_retry, warm=st["warm"],
+                        stein_latched=bool(st["latch"] or stein))
 
 
 def find_branches(channel, data, starts, settings: Settings) -> list[BranchResult]:
@@ -179,6 +191,13 @@ def flags_of(channel, converged: bool, best: dict, n_found: int, stein_retries: 
     return flags
 
 
+def _same_shapes(a, b) -> bool:
+    import jax
+
+    sa, sb = (jax.tree_util.tree_map(np.shape, t) for t in (a, b))
+    return jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b) and sa == sb
+
+
 def repeat_key(key, i: int):
     """The key of MC repeat ``i`` (THEORY.md §9): repeat 0 draws from ``key`` itself, repeat
     i > 0 from ``fold_in(key, i)`` — the one rule for every solver and curve."""
@@ -187,18 +206,37 @@ def repeat_key(key, i: int):
     return key if i == 0 else jax.random.fold_in(key, i)
 
 
-def solve(channel, settings: Settings, key, starts) -> Solution:
+def solve(channel, settings: Settings, key, starts, *, previous: Solution | None = None) -> Solution:
     """Global RS solution of ``channel``: branches from ``starts`` (a sequence of
     :class:`Start`) on the draws of ``key``, the lowest free energy kept, ``settings.repeats``
-    MC repeats (draws of :func:`repeat_key`) started at it, aggregated (module docstring)."""
+    MC repeats (draws of :func:`repeat_key`) started at it, aggregated (module docstring).
+
+    ``previous``: the :class:`Solution` of a neighbouring point solved on the same draws (a
+    curve; same key and sample count). Its selected branch becomes a continuation start
+    (order parameters, per-sample prox solutions and Stein latch), and each MC repeat starts
+    from the neighbour's solution on the same draw when that solved the same branch label.
+    The cold starts of the other labels still run (:func:`find_branches`), so the branch search
+    and the flags are a cold solve's; only the iterations change (within ``tol``)."""
     t0 = time.perf_counter()
     data = channel.draws(key)
+    if previous is not None and not _same_shapes(previous.best.warm, channel.cold_warm(data)):
+        previous = None                # another sample count: nothing to continue per sample
+    if previous is not None:
+        b = previous.best
+        starts = [Start("continued", b.x, warm=b.warm, continuation=True,
+                        stein=b.stein_latched)] + list(starts)
     found = find_branches(channel, data, starts, settings)
     best = found[0]
     rows, results = [channel.outputs(best, data)], [best]
     for i in range(1, settings.repeats):
         d_i = channel.draws(repeat_key(key, i))
-        r_i = solve_branch(channel, d_i, Start("repeat", best.x), settings,
+        start = Start("repeat", best.x)
+        if previous is not None and i < len(previous.repeat_branches):
+            r_prev = previous.repeat_branches[i]
+            if r_prev.result != "nonfinite" and \
+                    channel.label(r_prev.record) == best.record["label"]:
+                start = Start("repeat", r_prev.x, warm=r_prev.warm, stein=r_prev.stein_latched)
+        r_i = solve_branch(channel, d_i, start, settings,
                            cap=settings.repeat_cap(best.iterations))
         rows.append(channel.outputs(r_i, d_i))
         results.append(r_i)
@@ -210,9 +248,10 @@ def solve(channel, settings: Settings, key, starts) -> Solution:
     stats = dict(converged=converged, result=best.result, iterations=best.iterations,
                  residual=best.residual, seconds=time.perf_counter() - t0,
                  n_branches=len(found), mc_repeats=settings.repeats, stein_retries=retries,
-                 repeat_iterations=tuple(r.iterations for r in results))
+                 repeat_iterations=tuple(r.iterations for r in results),
+                 continued=previous is not None)
     return Solution(value=best.x, result=result, best=best,
                     branches=tuple(b.record for b in found), repeats=tuple(rows),
                     metrics=metrics, mc_err=err,
                     flags=tuple(flags_of(channel, converged, best.record, len(found), retries)),
-                    stats=stats)
+                    stats=stats, repeat_branches=tuple(results))

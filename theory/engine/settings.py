@@ -71,6 +71,9 @@ class Start:
     #: a continuation start (a neighbour's solution): once it converges, the cold start named
     #: like its branch's label is not solved again (:func:`theory.engine.driver.find_branches`)
     continuation: bool = False
+    #: the Stein latch at the start (a neighbour's, :attr:`BranchResult.stein_latched`): the
+    #: hats use the Stein forms from the first evaluation on
+    stein: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,9 @@ class BranchResult:
     seconds: float
     stein_retry: bool = False
     warm: Any = field(default=None, repr=False)
+    #: the hats of this branch were latched to the Stein forms (THEORY.md §9; a continuation
+    #: passes it on with ``warm``)
+    stein_latched: bool = False
 
     @property
     def converged(self) -> bool:
@@ -118,6 +124,9 @@ class Solution:
     mc_err: Mapping
     flags: tuple
     stats: Mapping
+    #: the solved branch on every repeat's draws (repeat 0 is ``best``): what a neighbouring
+    #: point continues from (:func:`theory.engine.solve`'s ``previous``)
+    repeat_branches: tuple = field(default=(), repr=False)
 
     @property
     def converged(self) -> bool:

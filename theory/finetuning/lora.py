@@ -53,6 +53,7 @@ T(T+1)[Δ_eff(c) + q0*² + q² − 2m²] (clean: − T(T+1)Δ'/2); softmax by MC
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -267,6 +268,8 @@ def _state_from(S: _Setup, best: dict, branches, rows, extra_solver, flags):
 
 def _starts(S: _Setup, init=None):
     starts = [engine.Start(n, x) for n, x in _initial_points(S)]
+    if getattr(init, "solution", None) is not None:
+        return starts                  # continued from the engine solution (_solve_setup)
     if init is not None:
         x = np.array([init.q, init.m, init.v]) if hasattr(init, "q") else np.asarray(init, float)
         starts = [engine.Start("init", x, continuation=True)] + starts
@@ -276,7 +279,8 @@ def _starts(S: _Setup, init=None):
 def _solve_setup(S: _Setup, *, init=None, repeats=None, explicit_q=True) -> FinetuneState:
     settings = engine.Settings.from_config(S.cfg, repeats=repeats)
     sol = engine.solve(LoraChannel(S, explicit_q), settings,
-                       jax.random.PRNGKey(S.cfg.theory.seed), _starts(S, init))
+                       jax.random.PRNGKey(S.cfg.theory.seed), _starts(S, init),
+                       previous=getattr(init, "solution", None))
     best = sol.best.record
     extra = dict(converged=sol.stats["converged"], result=best["result"],
                  result_code=sol.result, iterations=best["iterations"],
@@ -286,9 +290,10 @@ def _solve_setup(S: _Setup, *, init=None, repeats=None, explicit_q=True) -> Fine
                  stein_hats=best["stein_hats"], phi=best["phi"],
                  phi_minus_objective=best["phi_minus_objective"], rs_doubtful=best["rs_doubtful"],
                  mc_repeats=settings.repeats, stein_retries=sol.stats["stein_retries"],
-                 explicit_q_term=explicit_q, kind=S.kind)
-    return _state_from(S, best, [_branch_record(r) for r in sol.branches], sol.repeats, extra,
-                       sol.flags)
+                 explicit_q_term=explicit_q, kind=S.kind, continued=sol.stats["continued"])
+    return dataclasses.replace(
+        _state_from(S, best, [_branch_record(r) for r in sol.branches], sol.repeats, extra,
+                    sol.flags), solution=sol)
 
 
 def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = None,
@@ -296,7 +301,8 @@ def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = N
     """RS fixed point T28–T31 (σ ∈ {linear, softmax(β)}) and the outputs T32.
 
     Branches from an informative (m = 0.9√(q q0*)) and an uninformative (m ≈ 0) start (and
-    ``init``, a FinetuneState or (q, m, v)); the global one has the lowest free energy φ (= the
+    ``init``: (q, m, v), or a neighbouring point's FinetuneState, continued per MC repeat and per
+    sample from its engine solution, :func:`theory.engine.solve`); the global one has the lowest free energy φ (= the
     training objective α'·train + λ'q at the saddle). ``repeats`` (default cfg.theory.mc_repeats)
     independent frozen samples give the MC errors. ``explicit_q=False`` drops the explicit-q
     term of T30 (for the test that shows it matters only).

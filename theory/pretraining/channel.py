@@ -14,8 +14,8 @@ Equations (re-derived; Frobenius coordinates on Sym_T, K = T(T+1)/2, GOE_T(1) �
   a jump of Ĥ contributes to the Stein form, not to the derivative form). Linear σ gives
   M̂ = V̂ = 2ᾱ/(1 + 2V), Q̂ = 4ᾱ(mse + Δ/2)/(1 + 2V)², the hat form of T12 (checked).
   Rule (§9): derivative forms while the multi-minimum fraction of the full (multistart) map is
-  < STEIN_THRESHOLD, Stein forms from then on (latched: the latch travels with the prox warm
-  start, so the channel keeps no state).
+  < STEIN_THRESHOLD, Stein forms from then on (latched by the driver,
+  :func:`theory.engine.solve_branch`, for every channel; a continuation passes the latch on).
 * Prior step: :func:`theory.pretraining.priors.ridge_prior` (T13) or
   :func:`~theory.pretraining.priors.nuclear_prior` (T14–T17); hats outside the prior's domain
   (M̂ ≤ 0 or V̂ ≤ 0 in the nuclear step) give a NaN step, from which the driver backtracks
@@ -128,8 +128,8 @@ def hats(avg: dict, *, alpha: float, Q: float, M: float, Q0: float, stein: bool)
 class PretrainChannel:
     """General-σ RS pre-training (T6–T19) as a channel of :func:`theory.engine.solve`:
     x = (Q, M, V), hats (Q̂, M̂, V̂), the jitted :func:`channel_averages`. The prox warm start is
-    the pair (f of the previous call, Stein latch). Holds only ``cfg`` and numbers derived from
-    it (no solver state)."""
+    f of the previous call (the Stein latch is the driver's). Holds only ``cfg`` and numbers
+    derived from it (no solver state)."""
 
     stage = "pre-training"
 
@@ -150,7 +150,7 @@ class PretrainChannel:
                             Delta=self.cfg.pretrain.delta)
 
     def cold_warm(self, data: Draws):
-        return (jnp.zeros_like(data.g1), False)        # f = 0: the warm start is Ω
+        return jnp.zeros_like(data.g1)        # f = 0: the warm start is Ω
 
     def sanitize(self, x) -> np.ndarray:
         Q = max(float(x[0]), 1e-12)
@@ -179,17 +179,18 @@ class PretrainChannel:
     def means(self, x, warm, data: Draws, full: bool):
         """Channel averages at x (every full call carries the output metrics: the last one of
         phase 2 is the reported evaluation)."""
-        f_warm, latched = warm
         Q, M, V = (float(v) for v in x)
-        avg, f = channel_averages(self.att, self.Q0, Q, M, V, data.g1, data.g2, data.xi, f_warm,
+        avg, f = channel_averages(self.att, self.Q0, Q, M, V, data.g1, data.g2, data.xi, warm,
                                   cold=full, metrics=full)
         avg = {k: float(v) for k, v in avg.items()}
-        avg["stein"] = bool(latched or (full and avg["multimin"] >= STEIN_THRESHOLD))
-        return avg, (f, avg["stein"])
+        avg["full"] = bool(full)
+        return avg, f
 
     def hats(self, x, means: dict, force_stein: bool):
+        """Stein forms when forced (the driver's latch or retry) or when this full evaluation's
+        multi-minimum fraction is ≥ STEIN_THRESHOLD (a warm call sees one start: no test)."""
         Q, M, _ = (float(v) for v in x)
-        stein = bool(force_stein or means["stein"])
+        stein = bool(force_stein or (means["full"] and means["multimin"] >= STEIN_THRESHOLD))
         return hats(means, alpha=self.alpha, Q=Q, M=M, Q0=self.Q0, stein=stein), stein
 
     def prior_step(self, hats: tuple) -> priors.PriorStep:

@@ -25,6 +25,7 @@ the near-interpolation warning.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Sequence
@@ -132,13 +133,21 @@ def _state(cfg: Config, alpha: float, rows: list, result: str, seconds: float) -
 def solve(cfg: Config, *, init: PretrainState | Sequence[float] | None = None) -> PretrainState:
     """RS pre-training fixed point (T6–T11 with T13 or T14–T19) for ``cfg``; see module docstring.
 
-    ``init``: a previous :class:`PretrainState` or (Q, M, V); default: T12 at α_eff.
+    ``init``: a previous :class:`PretrainState` or (Q, M, V); default: T12 at α_eff. A state
+    that carries its engine solution (a neighbouring point of a curve solved here) is continued
+    per MC repeat and per sample (:func:`theory.engine.solve`'s ``previous``); the cold T12
+    start then runs only if that continuation does not converge. The start is named by the
+    label of the one branch ("unique").
     """
     t0 = time.perf_counter()
     ch = PretrainChannel(cfg)
     settings = engine.Settings.from_config(cfg)
-    sol = engine.solve(ch, settings, _key(cfg), [engine.Start("T12", _start_x(cfg, ch.alpha, init))])
-    return _state(cfg, ch.alpha, list(sol.repeats), sol.best.result, time.perf_counter() - t0)
+    previous = getattr(init, "solution", None)
+    x0 = _start_x(cfg, ch.alpha, None if previous is not None else init)
+    sol = engine.solve(ch, settings, _key(cfg), [engine.Start("unique", x0)], previous=previous)
+    state = _state(cfg, ch.alpha, list(sol.repeats), sol.best.result, time.perf_counter() - t0)
+    return dataclasses.replace(state, solution=sol,
+                               solver={**state.solver, "continued": sol.stats["continued"]})
 
 
 def solve_curve(cfg: Config, alphas: Sequence[float], *,
@@ -159,7 +168,7 @@ def solve_curve(cfg: Config, alphas: Sequence[float], *,
             data = ch.draws(key) if data is None else data
             t0 = time.perf_counter()
             start = engine.Start("curve", _start_x(c, a, init)) if prev is None else \
-                engine.Start("curve", prev.x, warm=prev.warm)
+                engine.Start("curve", prev.x, warm=prev.warm, stein=prev.stein_latched)
             prev = engine.solve_branch(ch, data, start, settings)
             secs[i] += time.perf_counter() - t0
             per_alpha[i].append(prev)
