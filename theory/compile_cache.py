@@ -5,7 +5,8 @@ quick theory point takes to run; every Dask worker process and every ``hdlora`` 
 it again. JAX's persistent cache stores compiled executables on disk, keyed by the program and
 the backend, so a second process loads them instead. Directory: ``$HDLORA_JAX_CACHE``, default
 ``~/.cache/hdlora/jax``; ``HDLORA_JAX_CACHE=off`` disables it. Library imports never turn it on
-(no global side effects on import); entry points call :func:`enable_compilation_cache`.
+(no global side effects on import); entry points call :func:`enable_compilation_cache`, which
+also keeps the exported channel programs (:mod:`theory.aot`: no tracing in a later process).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 from pathlib import Path
 
 import jax
+
+from .aot import set_export_dir
 
 __all__ = ["enable_compilation_cache", "CACHE_ENV"]
 
@@ -35,4 +38,5 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> str 
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    set_export_dir(path)          # exported channel programs beside it (theory.aot)
     return str(path)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..aot import cached_jit
 from ..config import Config
 from ..gaussian import goe
 from ..states import PretrainState
@@ -259,7 +260,7 @@ def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
         return dict(f2=jnp.dot(f, f), fxi=jnp.dot(f, xi_t), feta=jnp.dot(f, eta), divw=divw,
                     divz=divz, dq=dq if explicit_q else 0.0 * dq, train=train, F=F, at=at)
 
-    @functools.partial(jax.jit, static_argnames=("full",))
+    @cached_jit(static_argnames=("full",), tag=repr((kind, beta, T, explicit_q)))
     def run(x, q0, warm, data, full=True):
         """``full``: all starts (ω, ±e_max, warm); otherwise the warm start only (cheap polish
         during the iteration; the flags are then meaningless and not used)."""
@@ -295,7 +296,7 @@ def _test_fn(kind: str, beta: float, T: int):
     sig = _sigma("softmax" if kind == "softmax" else "linear", beta)
     eye = jnp.eye(T)
 
-    @jax.jit
+    @cached_jit(tag=repr((kind, beta, T)))
     def run(q, m, q0, xi_t, eta, St, Ht, Nt):
         sq = jnp.sqrt(q)
         sp = jnp.sqrt(jnp.maximum(q0 - jnp.where(q > 0, m * m / jnp.where(q > 0, q, 1.0), 0.0),

@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..aot import cached_jit
 from ..config import Config
 from ..gaussian import goe, n_sym, sym_to_vec
 from ..solver_constants import STEIN_THRESHOLD
@@ -73,7 +73,7 @@ def n_sigma(cfg: Config) -> int:
     return T * (T + 1) if cfg.model.attention == "linear" else T * T + T - 2
 
 
-@partial(jax.jit, static_argnames=("att", "cold", "metrics"))
+@cached_jit(static_argnames=("att", "cold", "metrics"))
 def channel_averages(att: Attention, Q0, Q, M, V, g1, g2, xi, f_warm, *, cold: bool = True,
                      metrics: bool = False):
     """Monte-Carlo averages of the channel at (Q, M, V) (T6–T8, T10–T11) and the new f.
