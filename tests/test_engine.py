@@ -301,8 +301,8 @@ class LatchToy(Toy):
 
 def test_stein_latch_after_a_full_evaluation():
     """Once a full evaluation chose the Stein forms, every later evaluation of the branch uses
-    them (a warm call cannot see multiple minima, THEORY.md §9); the latch is reported and a
-    start can carry it."""
+    them (a warm call cannot see multiple minima, THEORY.md §9); the latch is reported and is
+    not carried by a warm start (each point decides at its own first full evaluation)."""
     toy = LatchToy()
     b = engine.solve_branch(toy, toy.draws(KEY), STARTS[0], SET)
     first_full = [i for i, (full, _) in enumerate(toy.forms) if full][0]
@@ -310,9 +310,8 @@ def test_stein_latch_after_a_full_evaluation():
     assert all(s for _, s in toy.forms[first_full:])               # latched after it
     assert b.stein_latched and b.record["stein_hats"]
     toy2 = LatchToy()
-    b2 = engine.solve_branch(toy2, toy2.draws(KEY),
-                             engine.Start("w", b.x, warm=b.warm, stein=True), SET)
-    assert all(s for _, s in toy2.forms) and b2.stein_latched
+    b2 = engine.solve_branch(toy2, toy2.draws(KEY), engine.Start("w", b.x, warm=b.warm), SET)
+    assert not toy2.forms[0][1] and b2.stein_latched
 
 
 def test_continuation_from_a_previous_solution():

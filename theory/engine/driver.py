@@ -47,7 +47,7 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
     cap = settings.max_iter if cap is None else int(cap)
     cold_full = start.warm is None and settings.cold_full_first
     st = dict(warm=channel.cold_warm(data) if start.warm is None else start.warm,
-              full=cold_full, phase2=False, stein=False, latch=bool(start.stein), last=None)
+              full=cold_full, phase2=False, stein=False, latch=False, last=None)
 
     def evaluate(x, full):
         xs = channel.sanitize(x)
@@ -213,18 +213,20 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
 
     ``previous``: the :class:`Solution` of a neighbouring point solved on the same draws (a
     curve; same key and sample count). Its selected branch becomes a continuation start
-    (order parameters, per-sample prox solutions and Stein latch), and each MC repeat starts
+    (order parameters and per-sample prox solutions), and each MC repeat starts
     from the neighbour's solution on the same draw when that solved the same branch label.
     The cold starts of the other labels still run (:func:`find_branches`), so the branch search
-    and the flags are a cold solve's; only the iterations change (within ``tol``)."""
+    and the flags are a cold solve's; only the iterations change (within ``tol``). The Stein
+    latch is not carried over: each point chooses its hat forms at its own first full
+    evaluation (carried along a curve, one RS-doubtful point would put every later point on the
+    noisier Stein forms)."""
     t0 = time.perf_counter()
     data = channel.draws(key)
     if previous is not None and not _same_shapes(previous.best.warm, channel.cold_warm(data)):
         previous = None                # another sample count: nothing to continue per sample
     if previous is not None:
         b = previous.best
-        starts = [Start("continued", b.x, warm=b.warm, continuation=True,
-                        stein=b.stein_latched)] + list(starts)
+        starts = [Start("continued", b.x, warm=b.warm, continuation=True)] + list(starts)
     found = find_branches(channel, data, starts, settings)
     best = found[0]
     rows, results = [channel.outputs(best, data)], [best]
@@ -235,7 +237,7 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
             r_prev = previous.repeat_branches[i]
             if r_prev.result != "nonfinite" and \
                     channel.label(r_prev.record) == best.record["label"]:
-                start = Start("repeat", r_prev.x, warm=r_prev.warm, stein=r_prev.stein_latched)
+                start = Start("repeat", r_prev.x, warm=r_prev.warm)
         r_i = solve_branch(channel, d_i, start, settings,
                            cap=settings.repeat_cap(best.iterations))
         rows.append(channel.outputs(r_i, d_i))

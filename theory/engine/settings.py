@@ -71,9 +71,6 @@ class Start:
     #: a continuation start (a neighbour's solution): once it converges, the cold start named
     #: like its branch's label is not solved again (:func:`theory.engine.driver.find_branches`)
     continuation: bool = False
-    #: the Stein latch at the start (a neighbour's, :attr:`BranchResult.stein_latched`): the
-    #: hats use the Stein forms from the first evaluation on
-    stein: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,8 +91,8 @@ class BranchResult:
     seconds: float
     stein_retry: bool = False
     warm: Any = field(default=None, repr=False)
-    #: the hats of this branch were latched to the Stein forms (THEORY.md §9; a continuation
-    #: passes it on with ``warm``)
+    #: the hats of this branch were latched to the Stein forms (THEORY.md §9; per point: a
+    #: continuation does not pass it on)
     stein_latched: bool = False
 
     @property

@@ -15,7 +15,8 @@ Equations (re-derived; Frobenius coordinates on Sym_T, K = T(T+1)/2, GOE_T(1) �
   M̂ = V̂ = 2ᾱ/(1 + 2V), Q̂ = 4ᾱ(mse + Δ/2)/(1 + 2V)², the hat form of T12 (checked).
   Rule (§9): derivative forms while the multi-minimum fraction of the full (multistart) map is
   < STEIN_THRESHOLD, Stein forms from then on (latched by the driver,
-  :func:`theory.engine.solve_branch`, for every channel; a continuation passes the latch on).
+  :func:`theory.engine.solve_branch`, for every channel, per point: a continuation along a curve
+  does not carry the latch, so each point decides its hat forms at its first full evaluation).
 * Prior step: :func:`theory.pretraining.priors.ridge_prior` (T13) or
   :func:`~theory.pretraining.priors.nuclear_prior` (T14–T17); hats outside the prior's domain
   (M̂ ≤ 0 or V̂ ≤ 0 in the nuclear step) give a NaN step, from which the driver backtracks

@@ -168,7 +168,7 @@ def solve_curve(cfg: Config, alphas: Sequence[float], *,
             data = ch.draws(key) if data is None else data
             t0 = time.perf_counter()
             start = engine.Start("curve", _start_x(c, a, init)) if prev is None else \
-                engine.Start("curve", prev.x, warm=prev.warm, stein=prev.stein_latched)
+                engine.Start("curve", prev.x, warm=prev.warm)
             prev = engine.solve_branch(ch, data, start, settings)
             secs[i] += time.perf_counter() - t0
             per_alpha[i].append(prev)
