@@ -289,12 +289,14 @@ class LatchToy(Toy):
     """Its hats choose the Stein forms on full evaluations only (as a multistart prox that sees
     several minima), and record which form every evaluation used."""
 
-    def __init__(self, **kw):
+    def __init__(self, release_after: int | None = None, **kw):
         super().__init__(**kw)
-        self.forms = []          # (full, stein) per hats call of the iteration
+        self.forms, self.release_after = [], release_after
 
     def hats(self, x, means, force_stein):
-        stein = bool(force_stein or self.calls[-1])
+        n_full = sum(self.calls)
+        says = self.calls[-1] and (self.release_after is None or n_full <= self.release_after)
+        stein = bool(force_stein or says)
         self.forms.append((self.calls[-1], stein))
         return (means["t"],), stein
 
@@ -312,6 +314,21 @@ def test_stein_latch_after_a_full_evaluation():
     toy2 = LatchToy()
     b2 = engine.solve_branch(toy2, toy2.draws(KEY), engine.Start("w", b.x, warm=b.warm), SET)
     assert not toy2.forms[0][1] and b2.stein_latched
+    # a later full evaluation that chooses the derivative forms releases the latch: here the
+    # first full evaluation moves the map (a sample switching minima), so phase 2 runs twice
+    class Switch(LatchToy):
+        def means(self, x, warm, data, full):
+            out, w = super().means(x, warm, data, full)
+            if full and sum(self.calls) == 1:
+                out = dict(out, t=out["t"] + 1e-3)
+            return out, w
+
+    toy3 = Switch(release_after=1)
+    b3 = engine.solve_branch(toy3, toy3.draws(KEY), STARTS[0], SET)
+    fulls = [i for i, (full, _) in enumerate(toy3.forms) if full]
+    assert b3.converged and len(fulls) >= 2 and not b3.stein_retry
+    assert toy3.forms[fulls[0]][1] and all(s for _, s in toy3.forms[fulls[0]:fulls[1]])
+    assert not any(s for _, s in toy3.forms[fulls[1]:]) and not b3.stein_latched
 
 
 def test_continuation_from_a_previous_solution():

@@ -7,8 +7,8 @@ accelerated, stall detection) to tol, then one step of the full multistart map c
 sample's best minimum changed; if one did, phase 1 resumes from the minima the full map chose (up
 to ``phase2_rounds`` rounds, then "stalled"). A stalled derivative-form iteration is retried with
 the Stein forms of the hats from the same start, within the iterations left, and kept only if it
-converges (not when the stalled iteration was latched to the Stein forms already: once a full
-evaluation chose them, every later evaluation of the branch uses them, §9). The last full
+converges (not when the stalled iteration was latched to the Stein forms already: the hat form
+chosen by a full evaluation is kept by the warm evaluations after it, §9). The last full
 evaluation is the reported one (not repeated). A channel may declare
 the coordinates of the iteration (``to_iter`` / ``from_iter``, :mod:`.channel`).
 
@@ -65,12 +65,13 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
         # full multistart map (phase 2)
         full, st["full"] = st["full"], st["phase2"]
         xs, means = evaluate(from_it(y), full)
-        hats, stein = channel.hats(xs, means, st["stein"] or st["latch"])
-        # the Stein latch: once a full (multistart) evaluation chose the Stein forms, the warm
-        # evaluations of this branch use them too (a warm call sees one start and cannot detect
-        # multiple minima; switching forms between the phases would make them iterate
-        # different maps)
-        st["latch"] = st["latch"] or (full and stein)
+        # the hat form (§9) is chosen by each full (multistart) evaluation and kept by the warm
+        # evaluations after it: a warm call sees one start and cannot detect multiple minima, so
+        # without the latch the two phases would iterate different maps (derivative forms in
+        # phase 1, Stein forms at the phase-2 step) and stall
+        hats, stein = channel.hats(xs, means, st["stein"] or (st["latch"] and not full))
+        if full:
+            st["latch"] = stein
         return to_it(channel.prior(hats))
 
     kw = dict(damping=settings.damping, tol=settings.tol, anderson=settings.anderson)
@@ -94,8 +95,8 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
 
     sol = two_phases(to_it(start.x), cold_full, cap)
     stein_retry = False
-    # the retry is skipped when the stalled iteration was latched to the Stein forms already: it
-    # would iterate the same map again (only the path to the first full evaluation differs)
+    # the retry is skipped when the stalled iteration was latched to the Stein forms by its last
+    # full evaluation: it would iterate the same map again
     if settings.stein_retry and sol.result == "stalled" and not st["latch"] and \
             cap - sol.iterations >= 2:
         # the derivative hats jump with the few samples near a fold of the prox; the Stein forms
@@ -116,7 +117,7 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
         xs, means = last[0], last[1]       # the last full evaluation is within tol: report it
     else:
         xs, means = evaluate(x_sol, True)
-    hats, stein = channel.hats(xs, means, st["stein"] or st["latch"])
+    hats, stein = channel.hats(xs, means, st["stein"])      # a full evaluation: its own form
     record = dict(channel.record(xs, hats, means, stein), stein_retry=stein_retry,
                   converged=sol.converged, result=sol.result, iterations=sol.iterations,
                   residual=float(sol.residual), seconds=time.perf_counter() - t0)
@@ -124,7 +125,7 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
                         result=sol.result, iterations=sol.iterations,
                         residual=float(sol.residual), seconds=record["seconds"],
                         stein_retry=stein_retry, warm=st["warm"],
-                        stein_latched=bool(st["latch"] or stein))
+                        stein_latched=bool(stein))
 
 
 def find_branches(channel, data, starts, settings: Settings) -> list[BranchResult]:

@@ -91,8 +91,7 @@ class BranchResult:
     seconds: float
     stein_retry: bool = False
     warm: Any = field(default=None, repr=False)
-    #: the hats of this branch were latched to the Stein forms (THEORY.md §9; per point: a
-    #: continuation does not pass it on)
+    #: the reported (last full) evaluation chose the Stein forms of the hats (THEORY.md §9)
     stein_latched: bool = False
 
     @property
