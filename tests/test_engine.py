@@ -355,3 +355,157 @@ def test_continuation_from_a_previous_solution():
     other = engine.solve(PerSample(h=0.06, n=N // 2), settings, KEY, STARTS, previous=prev)
     assert not other.stats["continued"]
     assert engine.solve(PerSample(h=0.06), settings, KEY, STARTS, previous=prev).stats["continued"]
+
+
+# ------------------------------------------------------------------------------------------------
+# stability hook (THEORY.md §9 "Bayes SE iteration"): x = tanh(βx) on [0, 1], β = 2, has the
+# unstable fixed point 0 (slope β = 2) and the stable one x* = tanh(βx*) ≈ 0.9575 (slope
+# β(1 − x*²) ≈ 0.17). Anderson mixing from a start near 0 extrapolates onto 0.
+# ------------------------------------------------------------------------------------------------
+class Bistable(Toy):
+    """x ↦ tanh(βx) on [0, 1] (no noise); objective −f (f = βx²/2 − log 2cosh βx), so that the
+    unstable point 0 has the *lower* objective and only the stability rule prefers x*."""
+
+    def __init__(self, hook=True, kick=0.05):
+        super().__init__(beta=2.0, h=0.0, s=0.0, n=4)
+        self.kick, self.seen = kick, []
+        if hook:
+            self.stability = self._stability
+
+    def sanitize(self, x):
+        return np.clip(np.asarray(x, float), 0.0, 1.0)
+
+    def means(self, x, warm, data, full):
+        self.seen.append(float(x[0]))
+        return super().means(x, warm, data, full)
+
+    def _stability(self, x, data):
+        return self.beta * (1.0 - math.tanh(self.beta * x[0]) ** 2), np.array([self.kick])
+
+    def record(self, x, hats, means, stein):
+        r = super().record(x, hats, means, stein)
+        return dict(r, objective=-r["objective"])
+
+
+X_STAR = _exact(beta=2.0, h=0.0)
+D0 = np.zeros(4)              # the draws (unused: no noise)
+ONE_PHASE = engine.Settings(tol=1e-10, damping=0.5, max_iter=500, stall=None, phase2_rounds=0)
+
+
+def test_anderson_lands_on_the_unstable_point_and_the_driver_escapes():
+    start = engine.Start("low", np.array([1e-3]))
+    plain = Bistable(hook=False)
+    b0 = engine.solve_branch(plain, D0, start, ONE_PHASE)
+    assert b0.converged and abs(b0.x[0]) < 1e-8 and b0.slope is None       # the trap
+    assert "slope" not in b0.record and b0.stable
+    ch = Bistable()
+    b = engine.solve_branch(ch, D0, start, ONE_PHASE)
+    assert b.converged and b.x[0] == pytest.approx(X_STAR, abs=1e-9)
+    assert b.slope == pytest.approx(2.0 * (1 - X_STAR ** 2), rel=1e-6) and b.stable
+    assert b.record["stable"] and b.record["slope"] == b.slope
+    assert b.iterations > b0.iterations          # the escape's iterations are counted
+    # escape protocol: after the trap (b0's evaluations), plain damped steps from 0 + kick (the
+    # first one with the settings' damping; they climb monotonically: no extrapolation)
+    n0, k = b0.iterations, ONE_PHASE.plain_escape
+    assert ch.seen[:n0] == pytest.approx(plain.seen[:n0], abs=1e-15)
+    assert ch.seen[n0] == pytest.approx(abs(b0.x[0]) + 0.05, abs=1e-8)
+    assert ch.seen[n0 + 1] == pytest.approx(0.05 + 0.5 * (math.tanh(0.1) - 0.05), rel=1e-6)
+    assert np.all(np.diff(ch.seen[n0:n0 + k]) > 0) and ch.seen[n0 + k - 1] < 0.5 * X_STAR
+    # one phase (phase2_rounds = 0): every iteration is warm, only the report is full
+    assert sum(ch.calls) == 1 and ch.calls[-1] is True
+
+
+def test_escape_rounds_and_cap():
+    start = engine.Start("low", np.array([1e-3]))
+    # a small kick: PLAIN_ESCAPE plain steps climb too little (the plain iteration damps more as
+    # the residual grows), Anderson falls back onto 0, and the second round (plain to the end)
+    # reaches x* — within the cap ...
+    long = dataclasses.replace(ONE_PHASE, max_iter=2000)
+    b = engine.solve_branch(Bistable(kick=0.01), D0, start, long)
+    assert b.converged and b.stable and b.x[0] == pytest.approx(X_STAR, abs=1e-9)
+    assert 500 < b.iterations <= 2000
+    # ... or not: the branch then stays on the unstable point, converged, with its slope
+    b = engine.solve_branch(Bistable(kick=0.01), D0, start, ONE_PHASE)
+    assert b.converged and b.x[0] == 0.0 and not b.stable and b.slope == pytest.approx(2.0)
+    assert b.iterations == ONE_PHASE.max_iter
+    # no kick: the plain iteration from 0 stays at 0; both rounds end on the unstable point
+    b = engine.solve_branch(Bistable(kick=0.0), D0, engine.Start("zero", np.array([0.0])),
+                            ONE_PHASE)
+    assert b.converged and b.x[0] == 0.0 and b.slope == pytest.approx(2.0) and not b.stable
+
+
+def test_choice_prefers_stable_branches_and_flags_when_none_is():
+    starts = [engine.Start("zero", np.array([0.0])), engine.Start("high", np.array([0.9]))]
+    # no hook: 0 has the lower objective and is reported
+    sol = engine.solve(Bistable(hook=False), ONE_PHASE, KEY, starts)
+    assert sol.value[0] == 0.0 and len(sol.branches) == 2
+    # hook, unescapable 0: still found, but the stable x* is chosen despite its objective
+    sol = engine.solve(Bistable(kick=0.0), ONE_PHASE, KEY, starts)
+    assert sol.value[0] == pytest.approx(X_STAR, abs=1e-9) and sol.best.stable
+    assert [b["stable"] for b in sol.branches] == [False, True]       # lowest objective first
+    assert not any("no stable" in f for f in sol.flags)
+    # only unstable branches: reported, and flagged
+    sol = engine.solve(Bistable(kick=0.0), ONE_PHASE, KEY, starts[:1])
+    assert sol.value[0] == 0.0 and not sol.best.stable and sol.converged
+    assert "no stable toy fixed point found (slope of the toy map >= 1 at every branch)" \
+        in sol.flags
+    # and with the escape, the start at 0 reaches x* itself
+    sol = engine.solve(Bistable(), ONE_PHASE, KEY, starts[:1])
+    assert sol.value[0] == pytest.approx(X_STAR, abs=1e-9) and not sol.flags
+
+
+def test_every_start_on_every_repeat():
+    """``repeats_per_branch``: each start solved on each repeat's draws (drawn once: common random
+    numbers), repeat i > 0 from the branch's repeat-0 solution; branches compared by their
+    repeat-mean objective; summaries per start; a duplicate branch is dropped from the choice."""
+    R = 3
+
+    class Counting(Toy):
+        keys = []
+
+        def draws(self, key):
+            self.keys.append(np.asarray(key).tolist())
+            return super().draws(key)
+
+    toy = Counting()
+    starts = [STARTS[1], STARTS[0], engine.Start("plus2", np.array([0.8]))]
+    settings = engine.Settings(tol=1e-10, repeats=R, repeats_per_branch=True)
+    sol = engine.solve(toy, settings, KEY, starts)
+    assert len(toy.keys) == R and toy.keys[0] == np.asarray(KEY).tolist()
+    assert [s["start"] for s in sol.starts] == ["minus", "plus", "plus2"]
+    assert [s["distinct"] for s in sol.starts] == [True, True, False]
+    assert [s["selected"] for s in sol.starts] == [False, True, False]
+    assert sol.stats["n_branches"] == 2 and sol.stats["n_starts"] == 3
+    for s in sol.starts:
+        assert len(s["results"]) == len(s["rows"]) == R and s["converged"] and s["stable"]
+        xs = [r["x"] for r in s["rows"]]
+        assert s["x"] == pytest.approx(np.mean(xs), rel=1e-12)
+        assert s["mc_err"]["x"] == pytest.approx(
+            math.sqrt(np.var(xs, ddof=1) / R + 0.01 ** 2 / R), rel=1e-12)
+    plus = sol.starts[1]
+    assert sol.metrics == plus["metrics"] and sol.repeats == plus["rows"]
+    assert sol.value[0] == plus["results"][0].x[0] and sol.best is plus["results"][0]
+    assert [b["start"] for b in sol.branches] == ["plus", "minus"]       # by mean objective
+    # the repeats of a start begin at its repeat-0 solution, on the draws of the first solve
+    ref = engine.solve(Toy(), engine.Settings(tol=1e-10, repeats=R), KEY, STARTS[:1])
+    assert [r["x"] for r in plus["rows"]] == pytest.approx([r["x"] for r in ref.repeats],
+                                                           abs=1e-9)
+    assert sol.converged and sol.result == "converged" and sol.mc_err["x"] is not None
+    assert any("2 fixed points found" in f for f in sol.flags)
+
+
+def test_every_start_on_every_repeat_reports_an_unconverged_branch():
+    # the selected branch converges, another compared one does not: "branch_unconverged"
+    class Jumping(Toy):
+        # x < 0: a jump at −0.5 and no fixed point (the iteration stalls); x > 0: the toy
+        def hats(self, x, means, force_stein):
+            if x[0] < 0:
+                return (-0.5 - 0.2 * math.copysign(1.0, x[0] + 0.5),), False
+            return super().hats(x, means, force_stein)
+
+    settings = engine.Settings(tol=1e-10, repeats=2, repeats_per_branch=True, max_iter=200,
+                               stein_retry=False)
+    sol = engine.solve(Jumping(), settings, KEY, STARTS)
+    assert [s["converged"] for s in sol.starts] == [True, False]
+    assert sol.result == "branch_unconverged" and not sol.converged
+    assert sol.flags[0] == "toy fixed point not converged"

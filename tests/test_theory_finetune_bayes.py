@@ -130,3 +130,26 @@ def test_softmax_solve_runs():
     cfg = _cfg(att="softmax", T=3, alpha=3.0, n=1024, rep=2)
     s = bayes.solve(cfg, PRE)
     assert 0 < s.q < 1 and s.metrics["test_error"] > s.metrics["test_error_clean"]
+
+
+def test_engine_channel_keeps_the_repeat_draws_and_escapes_q0():
+    """The SE is a channel of theory.engine (THEORY.md §9): repeat r draws from
+    fold_in(PRNGKey(seed), r), repeat 0 included (as before the port); above weak recovery the
+    uninformative start (Anderson lands on the unstable q = 0) escapes to the informative branch,
+    every branch reports its slope and only stable fixed points are selected."""
+    from theory import engine
+
+    cfg = _cfg(n=256, rep=3)
+    ch = bayes.BayesSEChannel(cfg, PRE, *bayes.gh_grid(12, 2))
+    key = jax.random.PRNGKey(cfg.theory.seed)
+    for r in range(3):
+        got = ch.draws(engine.repeat_key(key, r))
+        ref = bayes._draws(jax.random.fold_in(key, r), 256, 2, 1.0, 0.8)
+        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(got, ref))
+    zero = ch.stability(np.array([0.0]), got)
+    assert zero[0] > 1.0 and zero[1][0] > 0          # alpha' = 3 is above weak recovery here
+    s = bayes.solve(cfg, PRE, n_nodes=12)
+    assert [b["label"] for b in s.branches] == ["informative", "uninformative"]
+    assert all(b["stable"] and b["slope"] < 1 for b in s.branches)
+    assert not s.solver["distinct_branches"] and s.q > 0.3 and s.solver["converged"]
+    assert s.solver["mc_repeats"] == 3 and s.solver["engine"] == "theory.engine"

@@ -26,3 +26,10 @@ REPEAT_CAP_FACTOR = 4
 PHASE2_ROUNDS = 6
 #: per-sample prox Newton: converged when |∇F| ≤ this × (1 + |z|∞) (theory.prox.batched_newton)
 PROX_GTOL = 1e-10
+#: finite-difference step (× the channel's scale, q0* for the Bayes SE) of the slope of a
+#: fixed-point map at a converged point (the stability hook of a channel, THEORY.md §9)
+STABILITY_STEP = 1e-3
+#: start (× the channel's scale) of the iteration that leaves an unstable fixed point
+UNSTABLE_KICK = 1e-2
+#: plain damped steps away from an unstable fixed point before Anderson mixing again
+PLAIN_ESCAPE = 30

@@ -1,7 +1,7 @@
 """The channel protocol: what a replica-symmetric solver supplies to :mod:`theory.engine`.
 
 A channel is the equations of one theory (the saddle point of THEORY.md T28–T31 for symmetric
-LoRA, T33 for general u vᵀ LoRA, T6–T19 general-σ pre-training; next: T38–T40 Bayes SE) written as
+LoRA, T33 for general u vᵀ LoRA, T6–T19 general-σ pre-training, the T38–T40 Bayes SE) written as
 pure functions of the order parameters x (a flat float64 vector), the frozen draws of one MC
 repeat and the per-sample warm start of the prox. The driver owns the protocol (§9): the two
 phases, the Stein retry, the branch search, the choice by free energy, the MC repeats, their
@@ -34,7 +34,17 @@ Methods (all pure; ``data`` and ``warm`` are whatever the channel's jitted code 
 ``label(record) -> str`` ; ``distinct(a, b) -> bool`` ; ``doubt(record) -> str | None``
     branch label, whether two records are different fixed points, and the "RS doubtful" flag.
 
-Attribute ``stage``: a word for the flags ("fine-tuning", "pre-training").
+Attribute ``stage``: a word for the flags ("fine-tuning", "pre-training", "SE").
+
+Optional hook ``stability(x, data) -> (slope, kick)``: the slope of the undamped map at a solved
+point x on the same draws (a scalar; for a vector map the spectral radius of its Jacobian) and the
+displacement of the start from which an unstable point (slope ≥ 1) is left. With it every
+:class:`~theory.engine.settings.BranchResult` carries ``slope`` (and the record ``slope``,
+``stable``), the driver escapes from converged unstable points (plain damped steps, Anderson
+again, plain to the end: :func:`theory.engine.driver.solve_branch`) and the choice of the branch
+takes the lowest objective among the stable ones (flag "no stable <stage> fixed point found ..."
+when there is none). With ``Settings.repeats_per_branch`` the ``outputs`` rows must carry
+``objective`` and whatever ``distinct`` reads (the branches are compared by their repeat means).
 
 Optional hook ``to_iter(x) -> y`` / ``from_iter(y) -> x``: the coordinates the damped/Anderson
 iteration runs in (same fixed points; tol and the stall test then apply to y). The general-σ
@@ -46,13 +56,15 @@ towards the last in-domain iterate, in y).
 Channels: symmetric LoRA (:class:`theory.finetuning.lora.LoraChannel`), general u vᵀ LoRA
 (:mod:`theory.finetuning.general_lora`), general-σ pre-training
 (:class:`theory.pretraining.channel.PretrainChannel`: one start, the Stein latch carried in its
-warm start, the iteration-coordinate hook).
+warm start, the iteration-coordinate hook), the Bayes fine-tuning SE
+(:class:`theory.finetuning.bayes.BayesSEChannel`, T38–T40: no prox, no warm start, one phase
+(``Settings.phase2_rounds = 0``), objective = −Φ (free entropy maximised), the stability hook,
+every start on every repeat with ``Settings.repeats_per_branch``; its ``draws`` keeps the draws
+fold_in(seed key, r) of repeat r, repeat 0 included).
 
-Next port (not done; what the driver needs for it):
-* Bayes SE (:mod:`theory.finetuning.bayes`, T38–T40; no prox, no warm start): objective = −Φ
-  (free entropy maximised), every start solved on every repeat, the choice among *stable*
-  branches (slope of the SE map < 1) with an escape from unstable ones: a ``stability(x,
-  data) -> (slope, kick)`` hook and ``Settings.repeats_per_branch``.
+Not ported: the Bayes pre-training SE (:mod:`theory.pretraining.bayes`, T21–T23), a
+deterministic scalar map with its own Newton / regula-falsi step, no free entropy (it reports the
+uninformative start's fixed point and flags a second one) and no draws (see its docstring).
 """
 
 from __future__ import annotations

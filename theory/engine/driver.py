@@ -18,6 +18,17 @@ converge; an unconverged search is dropped); the reported branch has the lowest 
 channel's ``objective``: φ at the saddle, T31); MC repeats re-solve it on independent frozen draws
 from the solved point (cap ``Settings.repeat_cap``); the per-repeat rows are averaged with errors
 (:func:`aggregate`); flags: not converged, Stein retries, RS doubtful, several fixed points.
+
+Stability (channels with the optional ``stability(x, data) -> (slope, kick)`` hook, e.g. the
+Bayes SE, T39): Anderson mixing can land on an unstable fixed point (slope of the map ≥ 1, e.g.
+q = 0 above weak recovery) that the plain iteration would leave. Every solved branch carries its
+slope; a converged unstable point is left by ``Settings.plain_escape`` plain damped steps from
+x + kick, then Anderson again, and if that lands on an unstable point too, by plain iteration
+from there to the end of the cap (all within the branch's cap). The choice takes the lowest
+objective among the *stable* branches; unstable ones only when none is stable (flagged "no stable
+... fixed point found"). With ``Settings.repeats_per_branch`` every start is a branch solved on
+every repeat (common random numbers) and the branches are compared by their repeat means (the
+Bayes protocol: maximal free entropy = minimal objective −Φ).
 """
 
 from __future__ import annotations
@@ -31,7 +42,8 @@ import numpy as np
 from ..fixed_point import damped_fixed_point
 from .settings import BranchResult, Settings, Solution, Start
 
-__all__ = ["solve_branch", "find_branches", "solve", "repeat_key", "aggregate", "flags_of"]
+__all__ = ["solve_branch", "find_branches", "solve", "choose", "repeat_key", "aggregate",
+           "flags_of"]
 
 
 def _within(a, b, tol) -> bool:
@@ -74,10 +86,13 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             st["latch"] = stein
         return to_it(channel.prior(hats))
 
-    kw = dict(damping=settings.damping, tol=settings.tol, anderson=settings.anderson)
-
-    def two_phases(x_start, first_full, budget):
+    def two_phases(x_start, first_full, budget, anderson=settings.anderson, slow=slow):
+        kw = dict(damping=settings.damping, tol=settings.tol, anderson=anderson)
         x, used, full_first, sol2 = np.asarray(x_start, float), 0, first_full, None
+        if settings.phase2_rounds < 1:     # one phase: the map has no warm/full distinction
+            st["phase2"], st["full"] = False, full_first
+            return damped_fixed_point(step, x, max_iter=max(budget, 1), stall=settings.stall,
+                                      slow=slow, **kw)
         for _ in range(settings.phase2_rounds):
             st["phase2"], st["full"] = False, full_first
             sol1 = damped_fixed_point(step, x, max_iter=max(budget - used - 1, 1),
@@ -108,6 +123,13 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             stein_retry = True
         else:
             st["stein"] = False
+    slope = None
+    if getattr(channel, "stability", None) is not None:
+        x_fp = channel.sanitize(from_it(sol.value))
+        slope, kick = channel.stability(x_fp, data)
+        if sol.converged and slope >= 1.0:
+            sol, slope = _escape(channel, data, two_phases, sol, x_fp, slope, kick, settings,
+                                 cap, to_it, from_it)
     if discard_unconverged and not sol.converged:
         return None
     x_sol = from_it(sol.value)
@@ -121,11 +143,46 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
     record = dict(channel.record(xs, hats, means, stein), stein_retry=stein_retry,
                   converged=sol.converged, result=sol.result, iterations=sol.iterations,
                   residual=float(sol.residual), seconds=time.perf_counter() - t0)
+    if slope is not None:
+        record.update(slope=float(slope), stable=bool(slope < 1.0))
     return BranchResult(x=np.asarray(xs, float), record=record, hats=tuple(hats),
                         result=sol.result, iterations=sol.iterations,
                         residual=float(sol.residual), seconds=record["seconds"],
                         stein_retry=stein_retry, warm=st["warm"],
-                        stein_latched=bool(stein))
+                        stein_latched=bool(stein),
+                        slope=None if slope is None else float(slope))
+
+
+def _escape(channel, data, two_phases, sol, x_fp, slope, kick, settings: Settings, cap: int,
+            to_it, from_it):
+    """Leave the unstable converged point ``x_fp`` (slope ≥ 1; module docstring): plain damped
+    steps (``plain_escape`` of them) from x_fp + kick, then Anderson again; if that converges to
+    an unstable point too, plain iteration from it (+ its kick) to the end of the cap. Returns
+    the last converged solution (the unstable one if no escape converged; its iterations count
+    every attempt) and its slope."""
+    used = sol.iterations
+    for plain_cap, accel in ((settings.plain_escape, settings.anderson), (None, 0)):
+        left = cap - used
+        if left < 1:
+            break
+        start = to_it(np.asarray(x_fp, float) + np.asarray(kick, float))
+        # plain runs are slow near a slope of 1 by design: never stopped as "slow"
+        again = two_phases(start, False, left if plain_cap is None else min(plain_cap, left),
+                           anderson=0, slow=None)
+        used += again.iterations
+        if not again.converged and cap - used >= 1:
+            # Anderson again (the branch's own "slow" rule), or plain to the end (never "slow")
+            again = two_phases(again.value, False, cap - used, anderson=accel,
+                               **({} if accel else {"slow": None}))
+            used += again.iterations
+        if not again.converged:
+            continue
+        x_fp = channel.sanitize(from_it(again.value))
+        slope, kick = channel.stability(x_fp, data)
+        sol = again
+        if slope < 1.0:
+            break
+    return dataclasses.replace(sol, iterations=used), slope
 
 
 def find_branches(channel, data, starts, settings: Settings) -> list[BranchResult]:
@@ -176,11 +233,15 @@ def aggregate(rows) -> tuple[dict, dict]:
     return mean, err
 
 
-def flags_of(channel, converged: bool, best: dict, n_found: int, stein_retries: int) -> list:
+def flags_of(channel, converged: bool, best: dict, n_found: int, stein_retries: int,
+             stable: bool = True) -> list:
     """The warnings a solution carries (never a silent doubtful answer)."""
     flags = []
     if not converged:
         flags.append(f"{channel.stage} fixed point not converged")
+    if not stable:
+        flags.append(f"no stable {channel.stage} fixed point found (slope of the {channel.stage} "
+                     "map >= 1 at every branch)")
     if stein_retries:
         flags.append(f"Stein hats after a stalled derivative-form iteration ({stein_retries} of "
                      "the solves: selected branch and MC repeats)")
@@ -199,6 +260,15 @@ def _same_shapes(a, b) -> bool:
     return jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b) and sa == sb
 
 
+def choose(branches, stable=lambda b: b.stable, objective=lambda b: b.record["objective"]):
+    """Index of the branch to report: the first stable branch in the order of increasing
+    objective (stable sort: ties keep the given order), the lowest objective when none is stable
+    (then the solution is flagged). On the branches of :func:`find_branches` (already in that
+    order) it is the first stable one, or the first."""
+    order = sorted(range(len(branches)), key=lambda i: objective(branches[i]))
+    return next((i for i in order if stable(branches[i])), order[0])
+
+
 def repeat_key(key, i: int):
     """The key of MC repeat ``i`` (THEORY.md §9): repeat 0 draws from ``key`` itself, repeat
     i > 0 from ``fold_in(key, i)`` — the one rule for every solver and curve."""
@@ -209,18 +279,20 @@ def repeat_key(key, i: int):
 
 def solve(channel, settings: Settings, key, starts, *, previous: Solution | None = None) -> Solution:
     """Global RS solution of ``channel``: branches from ``starts`` (a sequence of
-    :class:`Start`) on the draws of ``key``, the lowest free energy kept, ``settings.repeats``
-    MC repeats (draws of :func:`repeat_key`) started at it, aggregated (module docstring).
+    :class:`Start`) on the draws of ``key``, the lowest free energy (among the stable branches)
+    kept, ``settings.repeats`` MC repeats (draws of :func:`repeat_key`) started at it,
+    aggregated (module docstring). With ``settings.repeats_per_branch``:
+    :func:`_solve_per_branch`.
 
     ``previous``: the :class:`Solution` of a neighbouring point solved on the same draws (a
     curve; same key and sample count). Its selected branch becomes a continuation start
     (order parameters and per-sample prox solutions), and each MC repeat starts
     from the neighbour's solution on the same draw when that solved the same branch label.
     The cold starts of the other labels still run (:func:`find_branches`), so the branch search
-    and the flags are a cold solve's; only the iterations change (within ``tol``). The Stein
-    latch is not carried over: each point chooses its hat forms at its own first full
-    evaluation (carried along a curve, one RS-doubtful point would put every later point on the
-    noisier Stein forms)."""
+    and the flags are a cold solve's; only the iterations change (within ``tol``). The hat-form
+    latch is not carried over: each point chooses its hat forms at its own full evaluations."""
+    if settings.repeats_per_branch:
+        return _solve_per_branch(channel, settings, key, starts)
     t0 = time.perf_counter()
     data = channel.draws(key)
     if previous is not None and not _same_shapes(previous.best.warm, channel.cold_warm(data)):
@@ -229,7 +301,7 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
         b = previous.best
         starts = [Start("continued", b.x, warm=b.warm, continuation=True)] + list(starts)
     found = find_branches(channel, data, starts, settings)
-    best = found[0]
+    best = next((b for b in found if b.stable), found[0])       # = choose(found)
     rows, results = [channel.outputs(best, data)], [best]
     for i in range(1, settings.repeats):
         d_i = channel.draws(repeat_key(key, i))
@@ -253,8 +325,62 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
                  n_branches=len(found), mc_repeats=settings.repeats, stein_retries=retries,
                  repeat_iterations=tuple(r.iterations for r in results),
                  continued=previous is not None)
+    flags = flags_of(channel, converged, best.record, len(found), retries,
+                     stable=any(b.stable for b in found))
     return Solution(value=best.x, result=result, best=best,
                     branches=tuple(b.record for b in found), repeats=tuple(rows),
-                    metrics=metrics, mc_err=err,
-                    flags=tuple(flags_of(channel, converged, best.record, len(found), retries)),
-                    stats=stats, repeat_branches=tuple(results))
+                    metrics=metrics, mc_err=err, flags=tuple(flags), stats=stats,
+                    repeat_branches=tuple(results))
+
+
+def _solve_per_branch(channel, settings: Settings, key, starts) -> Solution:
+    """Every start a branch on every repeat (``Settings.repeats_per_branch``; the Bayes SE
+    protocol, T39): on the draws of repeat 0 each start is solved with the full cap (a branch to
+    compare, not a search: nothing is dropped), on repeat i > 0 from its repeat-0 solution (cap
+    ``Settings.repeat_cap``). Each branch is summarised by its repeat means and errors
+    (:func:`aggregate`; common random numbers across branches), is stable when every repeat is,
+    and converged when every repeat is; a branch not :meth:`distinct` from an earlier start's is
+    dropped; the reported branch has the lowest mean objective among the stable ones
+    (:func:`choose`). ``Solution.starts`` holds every start's summary (``start``, ``label``, the
+    repeat means of the rows, which carry ``objective``, also under ``metrics``; ``mc_err``,
+    ``stable``, ``converged``, ``slope`` (the largest over repeats), ``distinct``, ``selected``,
+    ``results`` (the :class:`BranchResult` of each repeat), ``rows``)."""
+    t0 = time.perf_counter()
+    datas = [channel.draws(repeat_key(key, i)) for i in range(settings.repeats)]
+    summaries = []
+    for s in starts:
+        first = solve_branch(channel, datas[0], s, settings)
+        results = [first] + [solve_branch(channel, d, Start("repeat", first.x), settings,
+                                          cap=settings.repeat_cap(first.iterations))
+                             for d in datas[1:]]
+        rows = [channel.outputs(r, d) for r, d in zip(results, datas)]
+        mean, err = aggregate(rows)
+        slopes = [r.slope for r in results if r.slope is not None]
+        summary = dict(mean, start=s.name, label=channel.label(first.record), metrics=mean,
+                       mc_err=err, stable=all(r.stable for r in results),
+                       converged=all(r.converged for r in results),
+                       slope=max(slopes) if slopes else None, results=tuple(results),
+                       rows=tuple(rows), selected=False)
+        summary["distinct"] = all(channel.distinct(summary, o) for o in summaries
+                                  if o["distinct"])
+        summaries.append(summary)
+    kept = [b for b in summaries if b["distinct"]]
+    best = kept[choose(kept, stable=lambda b: b["stable"], objective=lambda b: b["objective"])]
+    best["selected"] = True
+    results = best["results"]
+    converged = all(b["converged"] for b in summaries)
+    retries = sum(int(r.stein_retry) for b in summaries for r in b["results"])
+    result = results[0].result if not results[0].converged else (
+        "converged" if converged else
+        "repeat_unconverged" if not best["converged"] else "branch_unconverged")
+    stats = dict(converged=converged, result=results[0].result,
+                 iterations=results[0].iterations, residual=results[0].residual,
+                 seconds=time.perf_counter() - t0, n_branches=len(kept), n_starts=len(starts),
+                 mc_repeats=settings.repeats, stein_retries=retries,
+                 repeat_iterations=tuple(r.iterations for r in results))
+    flags = flags_of(channel, converged, results[0].record, len(kept), retries,
+                     stable=any(b["stable"] for b in kept))
+    return Solution(value=results[0].x, result=result, best=results[0],
+                    branches=tuple(sorted(kept, key=lambda b: b["objective"])),
+                    repeats=best["rows"], metrics=best["metrics"], mc_err=best["mc_err"],
+                    flags=tuple(flags), stats=stats, starts=tuple(summaries))

@@ -34,7 +34,18 @@ class Settings:
     default it is the warm-only prox from the channel's ``cold_warm`` (the phase-2 full step
     still checks every sample's minimum, so the reported point is a fixed point of the full map
     either way; measured: same numbers to 5 digits, 3–4 fewer full calls per solve, solve time
-    0.6–0.8×, benchmarks/README.md). The Stein retry always starts with a full evaluation."""
+    0.6–0.8×, benchmarks/README.md). The Stein retry always starts with a full evaluation.
+    ``phase2_rounds = 0``: one phase, no full-map check (a channel whose map has no warm/full
+    distinction, e.g. the Bayes SE: the check would be a redundant evaluation).
+
+    Stability (channels with the ``stability`` hook, :mod:`.channel`): a converged point where
+    the slope of the map is ≥ 1 is left by ``plain_escape`` plain damped steps from the kicked
+    start, then Anderson again, then plain iteration to the end of the cap
+    (:func:`.driver.solve_branch`).
+    ``repeats_per_branch``: every start is a branch solved on every MC repeat (common random
+    numbers; repeat i > 0 starts at the branch's repeat-0 solution) and the branches are compared
+    by their repeat-mean objective, instead of the branch search on the first draws with repeats
+    of the selected branch only (:func:`.driver.solve`)."""
 
     tol: float = 1e-7
     damping: float = 0.5
@@ -48,6 +59,8 @@ class Settings:
     repeat_cap_factor: int = C.REPEAT_CAP_FACTOR
     stein_retry: bool = True
     cold_full_first: bool = False
+    plain_escape: int = C.PLAIN_ESCAPE
+    repeats_per_branch: bool = False
 
     @classmethod
     def from_config(cls, cfg, *, repeats: int | None = None, **overrides) -> "Settings":
@@ -93,23 +106,34 @@ class BranchResult:
     warm: Any = field(default=None, repr=False)
     #: the reported (last full) evaluation chose the Stein forms of the hats (THEORY.md §9)
     stein_latched: bool = False
+    #: slope of the map at x (channels with the ``stability`` hook; None: not checked)
+    slope: float | None = None
 
     @property
     def converged(self) -> bool:
         return self.result == "converged"
+
+    @property
+    def stable(self) -> bool:
+        """The slope of the map at x is < 1 (True when the channel has no stability hook)."""
+        return self.slope is None or self.slope < 1.0
 
 
 @dataclass(frozen=True)
 class Solution:
     """The answer of :func:`theory.engine.solve`.
 
-    ``value``: order parameters of the selected (lowest free energy) branch on the first draws;
-    ``result``: its result code, or ``"repeat_unconverged"`` when it converged but an MC repeat
-    did not; ``best``: that :class:`BranchResult`; ``branches``: every distinct converged fixed
-    point found (records, lowest objective first, each with ``start`` and ``label``);
-    ``repeats``: the per-repeat output rows (R of them, the first from ``best``);
-    ``metrics`` / ``mc_err``: the rows averaged over repeats with their MC errors (None when
-    unknown: one repeat); ``flags``: human-readable warnings; ``stats``: counts and times."""
+    ``value``: order parameters of the selected (lowest free energy among the stable ones, if
+    any) branch on the first draws; ``result``: its result code, or ``"repeat_unconverged"``
+    when it converged but an MC repeat did not (``"branch_unconverged"``: with
+    ``repeats_per_branch``, another compared branch did not); ``best``: that
+    :class:`BranchResult`; ``branches``: every distinct converged fixed point found (records,
+    lowest objective first, each with ``start`` and ``label``; with ``repeats_per_branch`` the
+    repeat-mean records of the distinct branches, unconverged ones included); ``repeats``: the
+    per-repeat output rows (R of them, the first from ``best``); ``metrics`` / ``mc_err``: the
+    rows averaged over repeats with their MC errors (None when unknown: one repeat); ``flags``:
+    human-readable warnings; ``stats``: counts and times; ``starts`` (``repeats_per_branch``
+    only): one summary per start, in order (:func:`theory.engine.driver.solve`)."""
 
     value: np.ndarray
     result: str
@@ -120,6 +144,7 @@ class Solution:
     mc_err: Mapping
     flags: tuple
     stats: Mapping
+    starts: tuple = ()
     #: the solved branch on every repeat's draws (repeat 0 is ``best``): what a neighbouring
     #: point continues from (:func:`theory.engine.solve`'s ``previous``)
     repeat_branches: tuple = field(default=(), repr=False)

@@ -34,11 +34,17 @@ and E log Z_out change by less than ``grid_tol`` (relative) on a sub-sample at t
 point (v = q0*). The likelihood's width in u is ≈ √(Δ_N/v)/(2|ζ|), so the grid is accurate for
 Δ_N ≳ 0.2 q0*² at T = 3 with ≤ 40 nodes; below that the solver flags ``grid_unconverged``.
 (The importance-sampling fallback of THEORY §8 is NOT implemented.)
+
+Solve (THEORY.md §9 "Bayes SE iteration"): the map is :class:`BayesSEChannel`, a channel of the
+one RS engine (:mod:`theory.engine`), which owns the protocol: one phase of the damped map with
+Anderson mixing (no stall test: the map is smooth in q on its frozen draws), the slope check at
+every fixed point and the escape from unstable ones (the channel's ``stability`` hook), every
+start on every MC repeat (``Settings.repeats_per_branch``), the choice of the larger repeat-mean
+free entropy among the stable branches, and the aggregation of the repeats.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from functools import partial
@@ -47,18 +53,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory.fixed_point import damped_fixed_point
-from theory.gaussian import goe
-from theory.states import FinetuneState, PretrainState
+from .. import engine
+from ..gaussian import goe
+from ..solver_constants import STABILITY_STEP, UNSTABLE_KICK
+from ..states import FinetuneState, PretrainState
 
-__all__ = ["solve", "alpha_weak_recovery", "delta_n", "gh_grid", "z_out", "choose_nodes",
-           "se_moments", "test_error_softmax"]
+__all__ = ["solve", "BayesSEChannel", "alpha_weak_recovery", "delta_n", "gh_grid", "z_out",
+           "choose_nodes", "se_moments", "test_error_softmax"]
 
 _CHUNK = 128
-from ..solver_constants import ANDERSON_MEMORY  # noqa: E402
-STABILITY_STEP = 1e-3     # finite-difference step (× q0*) of the SE map's slope at a fixed point
-UNSTABLE_KICK = 1e-2      # start (× q0*) of the plain iteration that leaves an unstable point
-PLAIN_ESCAPE = 30         # plain damped steps away from an unstable point before Anderson again
 NODE_LADDER = (12, 16, 20, 24, 32, 40)
 
 
@@ -172,54 +175,83 @@ def _free_entropy(q, qhat, logz_mean, q0s, alpha):
     return -0.5 * q * qhat + 0.5 * (q0s * qhat - math.log1p(q0s * qhat)) + alpha * logz_mean
 
 
-def _solve_branch(q_init, draws, q0s, dn, alpha, nodes, logw, proj, cfg):
-    """One SE branch from ``q_init``: Anderson-accelerated damped iteration (secant-like for
-    this scalar map; the plain iteration needs ~100 steps near q = 0 and near the transition).
-    Anderson mixing can land on an unstable fixed point (q = 0 above weak recovery), which the
-    plain iteration would leave: the undamped map's slope is checked there (finite difference on
-    the same frozen draws) and an unstable point is left by plain damped iterations from a
-    perturbed start. The returned branch carries its slope and ``stable``."""
-    zeta, eta, A = draws
-    qmax = q0s * (1.0 - 1e-9)
+class BayesSEChannel:
+    """The Bayes SE (T39) as a channel of :func:`theory.engine.solve`: x = (q,), the map
+    q ↦ q0*² q̂/(1 + q0* q̂), q̂ = α' E|g_out|²(q) (:func:`se_moments` on the frozen draws
+    (ζ, η, A) of one repeat); no prox, no warm start (``means`` ignores ``full`` and the warm
+    state). ``objective`` = −Φ (the engine minimises it: the larger free entropy wins). Stability
+    hook (T39, THEORY.md §9 "Bayes SE iteration"): the slope of the undamped map by a one-sided
+    finite difference of STABILITY_STEP·q0* (towards the middle of [0, q0*]) on the same draws,
+    the kick UNSTABLE_KICK·q0* in the same direction. Holds only numbers of (cfg, pre) and the
+    quadrature grid."""
 
-    def step(x):
-        mom, _ = se_moments(float(np.clip(x[0], 0.0, qmax)), zeta, eta, A, q0s, dn, nodes, logw,
-                            proj=proj)
-        return np.array([_prior_q(alpha * float(mom[0]), q0s)])
+    stage = "SE"
 
-    def slope_at(q):
-        h = STABILITY_STEP * q0s if q < 0.5 * q0s else -STABILITY_STEP * q0s
-        return float((step(np.array([q + h]))[0] - step(np.array([q]))[0]) / h)
+    def __init__(self, cfg, pre: PretrainState, nodes, logw):
+        self.T, self.q0s, self.alpha = cfg.model.T, cfg.finetune.q0star, cfg.finetune.alpha
+        self.proj, self.dn = cfg.model.attention == "softmax", delta_n(cfg, pre)
+        self.n, self.nodes, self.logw = cfg.theory.mc_samples, nodes, logw
+        self.key = jax.random.PRNGKey(cfg.theory.seed)
+        self.qmax = self.q0s * (1.0 - 1e-9)
 
-    sol = damped_fixed_point(step, [q_init], damping=cfg.theory.damping, tol=cfg.theory.tol,
-                             max_iter=cfg.theory.max_iter, anderson=ANDERSON_MEMORY)
-    q = float(np.clip(sol.value[0], 0.0, qmax))
-    slope = slope_at(q)
-    if sol.converged and slope >= 1.0:
-        # leave the unstable point: PLAIN_ESCAPE plain damped steps from a kicked start, then
-        # Anderson again; if that lands on an unstable point too, plain iteration to the end
-        kick = UNSTABLE_KICK * q0s if q < 0.5 * q0s else -UNSTABLE_KICK * q0s
-        used = sol.iterations
-        for plain_cap, accel in ((PLAIN_ESCAPE, ANDERSON_MEMORY), (cfg.theory.max_iter, 0)):
-            escape = damped_fixed_point(step, [q + kick], damping=cfg.theory.damping,
-                                        tol=cfg.theory.tol, max_iter=plain_cap)
-            again = escape if escape.converged else damped_fixed_point(
-                step, escape.value, damping=cfg.theory.damping, tol=cfg.theory.tol,
-                max_iter=cfg.theory.max_iter, anderson=accel)
-            used += escape.iterations + (0 if again is escape else again.iterations)
-            if not again.converged:
-                continue
-            q_again = float(np.clip(again.value[0], 0.0, qmax))
-            slope_again = slope_at(q_again)
-            sol, q, slope = dataclasses.replace(again, iterations=used), q_again, slope_again
-            if slope_again < 1.0:
-                break
-    mom, se = se_moments(q, zeta, eta, A, q0s, dn, nodes, logw, proj=proj)
-    mom, se = np.asarray(mom), np.asarray(se)
-    qhat = alpha * float(mom[0])
-    return dict(q=q, qhat=qhat, g2=float(mom[0]), g2_nishimori=float(mom[1]),
-                g2_se=float(se[0]), free_entropy=_free_entropy(q, qhat, float(mom[2]), q0s, alpha),
-                slope=slope, stable=bool(slope < 1.0), stats=sol.stats())
+    def draws(self, key):
+        """Repeat r draws from fold_in(seed key, r), repeat 0 included (the rule of this solver
+        since T39 was implemented, kept so that every repeat's draws are unchanged): the
+        engine's repeat 0 is the seed key itself (:func:`theory.engine.repeat_key`), mapped here
+        to fold_in(seed key, 0); the engine's repeat i > 0 is already fold_in(seed key, i)."""
+        if np.array_equal(np.asarray(key), np.asarray(self.key)):
+            key = jax.random.fold_in(key, 0)
+        return _draws(key, self.n, self.T, self.q0s, self.dn)
+
+    def cold_warm(self, data):
+        return None
+
+    def sanitize(self, x) -> np.ndarray:
+        return np.array([float(np.clip(x[0], 0.0, self.qmax))])
+
+    def means(self, x, warm, data, full: bool):
+        mom, se = se_moments(float(x[0]), *data, self.q0s, self.dn, self.nodes, self.logw,
+                             proj=self.proj)
+        mom, se = np.asarray(mom), np.asarray(se)
+        return dict(g2=float(mom[0]), g2_nishimori=float(mom[1]), logz=float(mom[2]),
+                    g2_se=float(se[0])), warm
+
+    def hats(self, x, means: dict, force_stein: bool):
+        return (self.alpha * means["g2"],), False
+
+    def prior(self, hats: tuple) -> np.ndarray:
+        return np.array([_prior_q(hats[0], self.q0s)])
+
+    def stability(self, x, data):
+        """(slope of the SE map at x, kick of the escape start) (module docstring of
+        :mod:`theory.engine.driver`)."""
+        q = float(x[0])
+        sign = 1.0 if q < 0.5 * self.q0s else -1.0
+        h = sign * STABILITY_STEP * self.q0s
+        F = lambda q_: self.prior(self.hats(None, self.means(self.sanitize([q_]), None, data,
+                                                             True)[0], False)[0])[0]
+        return float((F(q + h) - F(q)) / h), np.array([sign * UNSTABLE_KICK * self.q0s])
+
+    def record(self, x, hats: tuple, means: dict, stein: bool) -> dict:
+        q, qhat = float(x[0]), float(hats[0])
+        fe = _free_entropy(q, qhat, means["logz"], self.q0s, self.alpha)
+        return dict(q=q, qhat=qhat, g2=means["g2"], g2_nishimori=means["g2_nishimori"],
+                    g2_se=means["g2_se"], free_entropy=fe, objective=-fe,
+                    overlap=math.sqrt(q / self.q0s), rs_doubtful=False)
+
+    def outputs(self, branch, data) -> dict:
+        r = branch.record
+        return {k: float(r[k]) for k in ("q", "qhat", "free_entropy", "objective", "g2",
+                                         "g2_nishimori")}
+
+    def label(self, record: dict) -> str:
+        return "informative" if record["q"] > 1e-3 * self.q0s else "uninformative"
+
+    def distinct(self, a: dict, b: dict) -> bool:
+        return abs(a["q"] - b["q"]) > 1e-3 * self.q0s
+
+    def doubt(self, record: dict):
+        return None
 
 
 def test_error_softmax(q, cfg, pre, *, key, n=None):
@@ -268,12 +300,16 @@ def alpha_weak_recovery(cfg, pre: PretrainState, *, n_nodes=None):
 def solve(cfg, pre: PretrainState, *, init=None, n_nodes=None) -> FinetuneState:
     """Bayes-optimal fine-tuning SE fixed point (T38–T40) for σ ∈ {linear, softmax}.
 
-    Branches start from q = 0.99 q0* (informative) and q = 1e-4 q0* (uninformative), or from
-    ``init`` (a q value) if given; the selected branch maximises the free entropy. Each branch is
-    solved on cfg.theory.mc_repeats frozen samples (key = cfg.theory.seed folded with the repeat
-    index); metrics are repeat means and ``mc_err`` their standard errors."""
+    The SE map is the channel :class:`BayesSEChannel` of :func:`theory.engine.solve` with
+    ``repeats_per_branch`` (THEORY.md §9): branches start from q = 0.99 q0* (informative) and
+    q = 1e-4 q0* (uninformative), or from ``init`` (a q value) if given; each branch is solved
+    on every one of cfg.theory.mc_repeats frozen samples (key = cfg.theory.seed folded with the
+    repeat index; repeat r > 0 from the branch's repeat-0 solution), an unstable fixed point is
+    left (escape protocol of the engine), and the selected branch maximises the repeat-mean free
+    entropy among the stable ones (common random numbers). Metrics are repeat means and
+    ``mc_err`` their standard errors (NaN with one repeat)."""
     t0 = time.perf_counter()
-    T, q0s, alpha = cfg.model.T, cfg.finetune.q0star, cfg.finetune.alpha
+    T, q0s = cfg.model.T, cfg.finetune.q0star
     proj = cfg.model.attention == "softmax"
     dn = delta_n(cfg, pre)
     key = jax.random.PRNGKey(cfg.theory.seed)
@@ -284,41 +320,22 @@ def solve(cfg, pre: PretrainState, *, init=None, n_nodes=None) -> FinetuneState:
         if not grid_ok:
             flags.append(f"grid_unconverged: Gauss-Hermite grid not converged at Delta_N={dn:.3g}")
     nodes, logw = gh_grid(n_nodes, T)
-    starts = [init] if init is not None else [0.99 * q0s, 1e-4 * q0s]
-    R = cfg.theory.mc_repeats
-    per_start = []
-    for q_start in starts:
-        reps = []
-        for r in range(R):
-            draws = _draws(jax.random.fold_in(key, r), cfg.theory.mc_samples, T, q0s, dn)
-            q_init = q_start if r == 0 else reps[0]["q"]
-            reps.append(_solve_branch(q_init, draws, q0s, dn, alpha, nodes, logw, proj, cfg))
-        per_start.append(reps)
-
-    def summary(reps):
-        qs = np.array([b["q"] for b in reps])
-        fe = np.array([b["free_entropy"] for b in reps])
-        se = lambda x: float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
-        return dict(q=float(qs.mean()), q_err=se(qs), free_entropy=float(fe.mean()),
-                    free_entropy_err=se(fe), reps=reps)
-
-    branches = [summary(r) for r in per_start]
-    labels = ["informative", "uninformative"] if init is None else ["init"]
-    for b, lab in zip(branches, labels):
-        b["label"] = lab
-    for b in branches:
-        b["stable"] = all(r["stable"] for r in b["reps"])
-    # select among the stable fixed points the larger free entropy (common random numbers)
-    candidates = [b for b in branches if b["stable"]] or branches
-    if not any(b["stable"] for b in branches):
-        flags.append("no stable SE fixed point found (slope of the SE map >= 1 at every branch)")
-    best = max(candidates, key=lambda b: b["free_entropy"])
-    distinct = len(branches) > 1 and abs(branches[0]["q"] - branches[1]["q"]) > 1e-3 * q0s
-    if not distinct:
-        best = branches[0]
-    q, q_err = best["q"], best["q_err"]
-    reps = best["reps"]
-    qhat = float(np.mean([b["qhat"] for b in reps]))
+    ch = BayesSEChannel(cfg, pre, nodes, logw)
+    starts = [engine.Start("init", np.array([float(init)]))] if init is not None else \
+        [engine.Start("informative", np.array([0.99 * q0s])),
+         engine.Start("uninformative", np.array([1e-4 * q0s]))]
+    settings = engine.Settings.from_config(cfg, repeats_per_branch=True, stall=None,
+                                           phase2_rounds=0, stein_retry=False)
+    sol = engine.solve(ch, settings, key, starts)
+    # the flags of this solver (the store counts any flag: the engine's informational "several
+    # fixed points" is solver["distinct_branches"] here, its non-convergence "not_converged")
+    flags += [f for f in sol.flags if f.startswith("no stable")]
+    if not sol.stats["converged"]:
+        flags.append("not_converged")
+    nan = lambda e: float("nan") if e is None else float(e)
+    best = next(b for b in sol.starts if b["selected"])
+    reps = [r.record for r in best["results"]]
+    q, q_err, qhat = best["q"], nan(best["mc_err"]["q"]), best["qhat"]
     overlap = math.sqrt(max(q, 0.0) / q0s)
     metrics = dict(q=q, m=q, overlap=overlap, q0star=q0s, delta_eff=dn,
                    train_error=float("nan"), objective=float("nan"))
@@ -337,21 +354,23 @@ def solve(cfg, pre: PretrainState, *, init=None, n_nodes=None) -> FinetuneState:
         metrics["test_error"] = K * (dn + q0s ** 2 - q ** 2)
         metrics["test_error_clean"] = metrics["test_error"] - K * cfg.delta_prime / 2.0
         mc_err["test_error"] = mc_err["test_error_clean"] = 2 * K * q * q_err
-    nish = [(b["g2"], b["g2_nishimori"]) for b in reps]
-    g2, g2n = np.mean(nish, 0)
-    conv = all(b["stats"]["converged"] for br in branches for b in br["reps"])
-    if not conv:
-        flags.append("not_converged")
-    solver = dict(converged=conv, iterations=int(max(b["stats"]["iterations"] for b in reps)),
-                  residual=float(max(b["stats"]["residual"] for b in reps)),
-                  seconds=time.perf_counter() - t0, branch=best["label"], n_nodes=int(n_nodes),
+    g2, g2n = best["g2"], best["g2_nishimori"]
+    results = best["results"]
+    solver = dict(converged=bool(sol.stats["converged"]), engine="theory.engine",
+                  result=sol.result, mc_repeats=settings.repeats,
+                  iterations=int(max(r.iterations for r in results)),
+                  residual=float(max(r.residual for r in results)),
+                  seconds=time.perf_counter() - t0, branch=best["start"], n_nodes=int(n_nodes),
                   grid_converged=bool(grid_ok), grid_diff=grid_diff,
                   nishimori_g2=float(g2), nishimori_g2_cross=float(g2n),
                   nishimori_rel_diff=float(abs(g2 - g2n) / max(abs(g2), 1e-12)),
-                  free_entropy=best["free_entropy"], distinct_branches=bool(distinct))
-    out_branches = tuple(dict(q=b["q"], m=b["q"], q_err=b["q_err"], free_entropy=b["free_entropy"],
-                              free_entropy_err=b["free_entropy_err"], label=b["label"],
-                              stable=b["stable"], selected=b is best) for b in branches)
+                  free_entropy=best["free_entropy"],
+                  distinct_branches=bool(sol.stats["n_branches"] > 1))
+    out_branches = tuple(dict(q=b["q"], m=b["q"], q_err=nan(b["mc_err"]["q"]),
+                              free_entropy=b["free_entropy"],
+                              free_entropy_err=nan(b["mc_err"]["free_entropy"]),
+                              label=b["start"], stable=b["stable"], slope=b["slope"],
+                              selected=b["selected"]) for b in sol.starts)
     return FinetuneState(q=q, m=q, v=q0s - q, qhat=qhat, mhat=qhat, c=(pre.M / pre.Q if pre.Q > 0 else 0.0),
                          delta_eff=dn, delta_eff_train=dn, metrics=metrics, mc_err=mc_err,
                          solver=solver, branches=out_branches, flags=tuple(flags))
