@@ -56,7 +56,7 @@ def solve_linear(cfg: Config) -> PretrainState:
         shrink = 0.0  # 1/(1+ν)
     else:
         a = ab * nu / (1.0 + nu)
-        b = ab * nu * nu / (1.0 + nu) ** 2
+        b = ab * (nu / (1.0 + nu)) ** 2      # (ν/(1+ν))²: no overflow of ν² at λ → 0
         shrink = 1.0 / (1.0 + nu)
     if b >= 1.0:
         mse = math.inf
