@@ -27,6 +27,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from ..aot import cached_jit
 from ..config import Config
 from ..gaussian import goe, vec_to_sym
 from ..pretraining.channel import draw_channel
@@ -40,6 +41,15 @@ __all__ = ["ReuseChannel", "reuse_channel", "residual_second_moment"]
 class ReuseChannel(dict):
     """Arrays of T34, each (n, T, T): ``B_hat`` (Ĥ), ``H_star`` (H*), ``noise`` (ξ″); plus the
     fraction ``multimin`` of pre-training proxes with several minima."""
+
+
+@cached_jit(static_argnames=("att",))
+def _training_prox(att: Attention, omega, z, V):
+    """The pre-training prox (T7) of the reused sequences, f and the multi-minimum fraction.
+    Jitted (only σ static): called eagerly, every call traced and compiled its Newton loops
+    anew (seconds per call, and a process kept every compiled program)."""
+    r = sym_prox(att, omega, z, V)
+    return r.f, jnp.mean(r.multimin)
 
 
 def reuse_channel(cfg: Config, pre: PretrainState, key, n: int) -> ReuseChannel:
@@ -59,14 +69,14 @@ def reuse_channel(cfg: Config, pre: PretrainState, key, n: int) -> ReuseChannel:
     omega = math.sqrt(max(Q, 0.0)) * draws.g1
     hstar = a * omega + math.sqrt(sR2) * draws.g2     # (M/√Q) g1 + s g2; a zero backbone: s g2
     att = Attention(cfg.model.attention, cfg.model.beta)
-    r = sym_prox(att, omega, hstar + draws.xi, V)
-    u = omega + V * r.f                      # Ĥ (f ⊥ 11ᵀ for softmax: Ω keeps its flat part)
+    f, multimin = _training_prox(att, omega, hstar + draws.xi, V)
+    u = omega + V * f                        # Ĥ (f ⊥ 11ᵀ for softmax: Ω keeps its flat part)
     if cfg.finetune.reuse_noise == "same":
         noise = vec_to_sym(draws.xi, T)
     else:
         noise = goe(k_noise, (n,), T, cfg.delta_prime / 2.0)
     return ReuseChannel(B_hat=vec_to_sym(u, T), H_star=vec_to_sym(hstar, T), noise=noise,
-                        multimin=float(jnp.mean(r.multimin)))
+                        multimin=float(multimin))
 
 
 def residual_second_moment(ch: ReuseChannel, c: float) -> tuple[float, float]:
