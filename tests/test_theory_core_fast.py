@@ -122,6 +122,26 @@ def test_no_recompilation_across_points():
     assert run._cache_size() == n
 
 
+def test_reuse_channel_compiles_once():
+    # the T34 prox of the reused sequences is one jitted program (σ static): a second call at
+    # other numbers compiles nothing (eagerly it traced and compiled its Newton loops at every
+    # call, and a process kept every executable: a 6 x 6 softmax mismatch map ran out of mappings)
+    import jax
+
+    from theory.config import Config
+    from theory.finetuning import reuse
+    from theory.states import PretrainState
+
+    cfg = Config().replace(model={"T": 2}, finetune={"reuse": True})
+    pre = PretrainState(Q=1.1, M=1.0, Q0=2.0, V=0.5)
+    reuse.reuse_channel(cfg, pre, jax.random.PRNGKey(0), 64)
+    n = reuse._training_prox._cache_size()
+    ch = reuse.reuse_channel(cfg, PretrainState(Q=1.3, M=1.1, Q0=2.0, V=0.4),
+                             jax.random.PRNGKey(1), 64)
+    assert reuse._training_prox._cache_size() == n
+    assert ch["B_hat"].shape == (64, 2, 2) and 0.0 <= ch["multimin"] <= 1.0
+
+
 def test_continuation_curve_matches_cold_solves():
     # solve_curve (engine.solve_branch with prox warm starts along α', shared frozen draws)
     # reaches the fixed points a cold solve finds on the same draws (one repeat: same key)
