@@ -28,8 +28,8 @@ from .provenance import provenance
 from .schema import FINETUNE_METRICS, PRETRAIN_METRICS
 from .states import FinetuneState, PretrainState
 
-__all__ = ["predict", "predict_states", "predict_pretraining", "predict_finetuning", "pretrain_state_from_measured",
-           "predict_bayes_bound", "merge_bayes_bound", "bayes_bound_key", "pretrain_key",
+__all__ = ["predict", "predict_states", "predict_pretraining", "predict_finetuning",
+           "pretrain_state_from_measured", "predict_bayes_bound", "merge_bayes_bound", "bayes_bound_key", "pretrain_key",
            "converged", "continuation_start"]
 
 

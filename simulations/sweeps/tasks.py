@@ -7,7 +7,6 @@ records itself, atomically (:mod:`.store`); :mod:`.runner` plans, claims and sub
 from __future__ import annotations
 
 import dataclasses
-
 import time
 
 from theory.compile_cache import enable_compilation_cache
