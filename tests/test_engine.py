@@ -310,10 +310,10 @@ def test_stein_latch_after_a_full_evaluation():
     first_full = [i for i, (full, _) in enumerate(toy.forms) if full][0]
     assert not any(s for _, s in toy.forms[:first_full])          # derivative forms before it
     assert all(s for _, s in toy.forms[first_full:])               # latched after it
-    assert b.stein_latched and b.record["stein_hats"]
+    assert b.record["stein_hats"]
     toy2 = LatchToy()
     b2 = engine.solve_branch(toy2, toy2.draws(KEY), engine.Start("w", b.x, warm=b.warm), SET)
-    assert not toy2.forms[0][1] and b2.stein_latched
+    assert not toy2.forms[0][1] and b2.record["stein_hats"]
     # a later full evaluation that chooses the derivative forms releases the latch: here the
     # first full evaluation moves the map (a sample switching minima), so phase 2 runs twice
     class Switch(LatchToy):
@@ -328,7 +328,7 @@ def test_stein_latch_after_a_full_evaluation():
     fulls = [i for i, (full, _) in enumerate(toy3.forms) if full]
     assert b3.converged and len(fulls) >= 2 and not b3.stein_retry
     assert toy3.forms[fulls[0]][1] and all(s for _, s in toy3.forms[fulls[0]:fulls[1]])
-    assert not any(s for _, s in toy3.forms[fulls[1]:]) and not b3.stein_latched
+    assert not any(s for _, s in toy3.forms[fulls[1]:]) and not b3.record["stein_hats"]
 
 
 def test_continuation_from_a_previous_solution():

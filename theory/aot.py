@@ -26,7 +26,7 @@ from pathlib import Path
 
 import jax
 
-__all__ = ["cached_jit", "set_export_dir", "export_dir", "source_digest"]
+__all__ = ["cached_jit", "set_export_dir", "source_digest"]
 
 _DIR: list[Path | None] = [None]
 
@@ -34,10 +34,6 @@ _DIR: list[Path | None] = [None]
 def set_export_dir(directory: str | os.PathLike | None) -> None:
     """Where exported programs are kept (None: off, plain ``jax.jit``)."""
     _DIR[0] = None if directory is None else Path(directory)
-
-
-def export_dir() -> Path | None:
-    return _DIR[0]
 
 
 @functools.lru_cache(maxsize=None)
@@ -64,10 +60,10 @@ def _environment() -> str:
 
 
 def cached_jit(fun=None, *, static_argnames: tuple[str, ...] = (), tag: str = ""):
-    """``jax.jit(fun, static_argnames=...)`` whose specialisations are exported to disk while
-    :func:`export_dir` is set (module docstring). Static arguments are passed by keyword;
-    ``tag`` names what a closure captures (e.g. ``repr((kind, beta, T))``), which is part of the
-    key like the static arguments."""
+    """``jax.jit(fun, static_argnames=...)`` whose specialisations are exported to disk while an
+    export directory is set (:func:`set_export_dir`; module docstring). ``tag`` names what a
+    closure captures (e.g. ``repr((kind, beta, T))``), part of the key like the static
+    arguments."""
     if fun is None:
         return functools.partial(cached_jit, static_argnames=static_argnames, tag=tag)
     jitted = jax.jit(fun, static_argnames=static_argnames)
@@ -93,7 +89,6 @@ def cached_jit(fun=None, *, static_argnames: tuple[str, ...] = (), tag: str = ""
             loaded[(directory, key)] = program
         return program(**named)
 
-    call.jitted = jitted
     # compiled specialisations, as jax.jit's (tests check that new numbers compile nothing)
     call._cache_size = lambda: jitted._cache_size() + len(loaded)
     return call
@@ -103,7 +98,8 @@ def _load_or_export(directory: Path, name: str, fun, statics: dict, key, named: 
     from jax import export
 
     digest = hashlib.sha256(repr((name, key, _environment())).encode()).hexdigest()[:32]
-    stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in name.split("(")[0].rsplit(".", 1)[-1])
+    short = name.split("(")[0].rsplit(".", 1)[-1]
+    stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in short)
     path = directory / "export" / f"{stem}-{digest}.bin"
     exp = None
     if path.exists():

@@ -149,7 +149,6 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
                         result=sol.result, iterations=sol.iterations,
                         residual=float(sol.residual), seconds=record["seconds"],
                         stein_retry=stein_retry, warm=st["warm"],
-                        stein_latched=bool(stein),
                         slope=None if slope is None else float(slope))
 
 

@@ -104,8 +104,6 @@ class BranchResult:
     seconds: float
     stein_retry: bool = False
     warm: Any = field(default=None, repr=False)
-    #: the reported (last full) evaluation chose the Stein forms of the hats (THEORY.md §9)
-    stein_latched: bool = False
     #: slope of the map at x (channels with the ``stability`` hook; None: not checked)
     slope: float | None = None
 
