@@ -33,3 +33,12 @@ STABILITY_STEP = 1e-3
 UNSTABLE_KICK = 1e-2
 #: plain damped steps away from an unstable fixed point before Anderson mixing again
 PLAIN_ESCAPE = 30
+#: where the general-σ pre-training channel evaluates its Q = M = V = 0 limit (the exact Ŝ = 0
+#: fixed point of the factorized map, theory.pretraining.channel.PretrainChannel.zero_row): the
+#: hats carry a bias O(ZERO_V) and a rounding error ≈ K·1e-16/ZERO_V of (Tr(I + V∇²ℓ)⁻¹ − K)/V;
+#: Ω = √ZERO_Q G1 moves the metrics by O(1e-10)
+ZERO_Q = 1e-20
+ZERO_V = 1e-7
+#: floor of Q and V in the pre-training channel's coordinates (sanitize; the nuclear step's exact
+#: Ŝ = 0 is mapped there, so a damped log-coordinate step can approach it)
+ITER_FLOOR = 1e-12

@@ -59,8 +59,10 @@ def reuse_channel(cfg: Config, pre: PretrainState, key, n: int) -> ReuseChannel:
             "finetune.reuse = true with pretrain.estimator = 'bayes': the posterior-mean backbone "
             "has no ERM prox on its training sequences (T34 is for ERM pre-training)")
     V = float(pre.V)
-    if not (math.isfinite(V) and V > 0):
-        raise ValueError(f"reuse needs the pre-training response V > 0 (got V = {pre.V})")
+    zero = pre.Q == 0 and V == 0     # the exact Ŝ = 0 backbone: Ĥ = 0 on every sequence
+    if not (math.isfinite(V) and (V > 0 or zero)):
+        raise ValueError(f"reuse needs the pre-training response V > 0 or the zero backbone "
+                         f"Q = V = 0 (got Q = {pre.Q}, V = {pre.V})")
     T = cfg.model.T
     k_ch, k_noise = jax.random.split(key)
     draws = draw_channel(key=k_ch, N=n, T=T, Delta=cfg.pretrain.delta)
@@ -69,8 +71,11 @@ def reuse_channel(cfg: Config, pre: PretrainState, key, n: int) -> ReuseChannel:
     omega = math.sqrt(max(Q, 0.0)) * draws.g1
     hstar = a * omega + math.sqrt(sR2) * draws.g2     # (M/√Q) g1 + s g2; a zero backbone: s g2
     att = Attention(cfg.model.attention, cfg.model.beta)
-    f, multimin = _training_prox(att, omega, hstar + draws.xi, V)
-    u = omega + V * f                        # Ĥ (f ⊥ 11ᵀ for softmax: Ω keeps its flat part)
+    if zero:
+        u, multimin = omega, 0.0
+    else:
+        f, multimin = _training_prox(att, omega, hstar + draws.xi, V)
+        u = omega + V * f                    # Ĥ (f ⊥ 11ᵀ for softmax: Ω keeps its flat part)
     if cfg.finetune.reuse_noise == "same":
         noise = vec_to_sym(draws.xi, T)
     else:

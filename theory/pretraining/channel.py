@@ -44,7 +44,7 @@ import numpy as np
 from ..aot import cached_jit
 from ..config import Config
 from ..gaussian import goe, n_sym, sym_to_vec
-from ..solver_constants import STEIN_THRESHOLD
+from ..solver_constants import ITER_FLOOR, STEIN_THRESHOLD, ZERO_Q, ZERO_V
 from . import priors
 from .output_prox import Attention, sym_basis, sym_prox
 
@@ -154,15 +154,20 @@ class PretrainChannel:
         return jnp.zeros_like(data.g1)        # f = 0: the warm start is Ω
 
     def sanitize(self, x) -> np.ndarray:
-        Q = max(float(x[0]), 1e-12)
+        Q = max(float(x[0]), ITER_FLOOR)
         Mmax = math.sqrt(Q * self.Q0) * (1.0 - 1e-9)
         M = min(max(float(x[1]), -Mmax), Mmax)
-        return np.array([Q, M, max(float(x[2]), 1e-12)])
+        return np.array([Q, M, max(float(x[2]), ITER_FLOOR)])
 
     def to_iter(self, x) -> np.ndarray:
         """(Q, M, V) → y = (log Q, atanh(M/√(Q Q0)), log V) (NaN stays NaN; outside Q > 0, V > 0,
-        M² < Q Q0 gives NaN: the driver backtracks)."""
+        M² < Q Q0 gives NaN: the driver backtracks), except the exact Ŝ = 0 of the nuclear step,
+        (0, 0, 0) → (log ITER_FLOOR, 0, log ITER_FLOOR), the floor :meth:`sanitize` keeps."""
         Q, M, V = (float(v) for v in x)
+        if Q == 0.0 and M == 0.0 and V == 0.0:
+            # the nuclear step's exact Ŝ = 0 (every eigenvalue below its threshold) sits at the
+            # floor of the coordinates, so a damped step moves towards it instead of failing
+            return np.array([math.log(ITER_FLOOR), 0.0, math.log(ITER_FLOOR)])
         if not (np.isfinite(Q) and np.isfinite(M) and np.isfinite(V)) or Q <= 0 or V <= 0 \
                 or M * M >= Q * self.Q0:
             return np.full(3, np.nan)
@@ -210,6 +215,46 @@ class PretrainChannel:
         except priors.HatDomainError:
             return np.full(3, np.nan)
         return np.array([p.Q, p.M, p.V])
+
+    def zero_row(self, data: Draws) -> dict | None:
+        """The exact Ŝ = 0 fixed point of the factorized map on one repeat's draws (T8, T14–T17,
+        T19 at Q = M = V = 0), as an :meth:`outputs` row, or None when (0, 0, 0) is not one.
+
+        At V → 0 the prox is Ĥ = Ω − V∇ℓ(Ω) + O(V²), so f → −∇ℓ(Ω), and at Q = M = 0, Ω = 0 and
+        H* = √Q0 G2. The hats (T8, derivative forms: the prox is strongly convex at small V, one
+        minimum) are finite: Q̂ = αE‖∇ℓ(0)‖², M̂ = −2αE Tr ∂_{H*}∇ℓ(0), V̂ = 2αE Tr ∇²ℓ(0).
+        The nuclear step (T14) at those hats returns Ŝ = 0 exactly — Q = M = V = 0, rank
+        fraction F0 = 0 — when its threshold ε = λ√κ/M̂ lies above the spectrum of S0* + δZ
+        (T16), i.e. λ√κ > M̂·edge: then (0, 0, 0) is a fixed point, and a superstable one (the
+        step is zero in a neighbourhood of those hats). The iteration in log coordinates
+        (:meth:`to_iter`) can only approach it, so it is evaluated here directly. Free energy
+        (T19): Φ = αEℓ(Y, 0) (Q̂V, V̂Q, M̂M and Ψ_R = −(M̂²/2V̂)J all vanish) = α·train + penalty
+        (0). The channel is evaluated at Q = ZERO_Q, M = 0, V = ZERO_V (biases O(V) in the hats,
+        O(√Q) in the metrics, far below the MC error). A ridge step (``direct``) never returns
+        Ŝ = 0 (V = 1/(V̂ + 2λ) > 0): None."""
+        if self.cfg.pretrain.estimator != "factorized":
+            return None
+        avg, _ = channel_averages(self.att, self.Q0, ZERO_Q, 0.0, ZERO_V, data.g1, data.g2,
+                                  data.xi, self.cold_warm(data), cold=False, metrics=True)
+        avg = {k: float(v) for k, v in avg.items()}
+        h = hats(avg, alpha=self.alpha, Q=ZERO_Q, M=0.0, Q0=self.Q0, stein=False)
+        try:
+            p = self.prior_step(h)
+        except priors.HatDomainError:
+            return None
+        if p.rank_fraction > 0.0 or p.Q != 0.0:
+            return None
+        Qh, Mh, Vh = h
+        objective = self.alpha * avg["train"]
+        return dict(test_error=avg["test"], test_error_clean=avg["clean"],
+                    train_error=avg["train"], objective=objective, Q=0.0, M=0.0, Q0=self.Q0,
+                    mse=self.Q0, V=0.0, Qhat=Qh, Mhat=Mh, Vhat=Vh, tau_hat=0.0,
+                    rank_fraction=0.0, obj_direct=objective, sd_test=avg["sd_test"],
+                    sd_clean=avg["sd_clean"], sd_train=avg["sd_train"],
+                    multimin=avg["multimin"], prox_converged=avg["converged"],
+                    grad_max=avg["grad_max"], f_par_max=avg["f_par_max"], f_max=avg["f_max"],
+                    stein_hats=0.0, stein_retry=0.0, converged=1.0, iterations=0.0,
+                    residual=0.0)
 
     def record(self, x, hats: tuple, means: dict, stein: bool) -> dict:
         """T10–T11 at a solved point: Φ (the objective), α·train + penalty, the metrics."""

@@ -17,6 +17,13 @@ reported point a fixed point of the full map, its last full evaluation the repor
 repeats and ``mc_err`` the standard error of that mean (one repeat: the per-sample standard
 errors of the final expectations test/clean/train, None for the rest).
 
+Factorized pre-training also has the exact fixed point Ŝ = 0 (Q = M = V = 0) wherever the
+nuclear threshold λ√κ exceeds M̂·edge at the hats of the V → 0 channel (T14–T17;
+:meth:`PretrainChannel.zero_row`). The engine's log coordinates cannot reach it (from above the
+threshold the iteration ends "nonfinite" on its way to Q = 0), so it is evaluated directly and
+competes with the engine's point by free energy (:func:`_choose_zero`): ``solver["branch"]`` is
+"zero" or "unique", ``solver["branches"]`` holds both.
+
 Softmax (§3.2, T21): ℓ is flat along 11ᵀ, so f ⊥ 11ᵀ (checked: ``solver["f_parallel_max"]``) and
 only n_σ = T² + T − 2 of the T(T+1) entries carry information: the effective sample ratio is
 α_eff = α n_σ (α T(T+1) linear). It sets the initial point (the T12 solution at ᾱ = α_eff) and
@@ -64,6 +71,8 @@ def _start_x(cfg: Config, alpha: float, init) -> np.ndarray:
     if init is None:
         return initial_point(cfg, alpha)
     if isinstance(init, PretrainState):
+        if not (init.Q > 0 and init.V > 0):      # the exact zero branch: not a start in log coordinates
+            return initial_point(cfg, alpha)
         return np.array([init.Q, init.M, init.V])
     return np.asarray(init, float)
 
@@ -72,9 +81,11 @@ def _key(cfg: Config) -> jax.Array:
     return jax.random.PRNGKey(cfg.theory.seed)
 
 
-def _state(cfg: Config, alpha: float, rows: list, result: str, seconds: float) -> PretrainState:
+def _state(cfg: Config, alpha: float, rows: list, result: str, seconds: float,
+           branch: str = "unique") -> PretrainState:
     """Mean over repeats, standard errors, solver block and flags (``rows``: the
-    :meth:`PretrainChannel.outputs` row of each repeat, repeat 0 first; ``result``: its code)."""
+    :meth:`PretrainChannel.outputs` row of each repeat, repeat 0 first; ``result``: its code;
+    ``branch``: "unique" (the engine's) or "zero" (the exact Ŝ = 0 point))."""
     R = len(rows)
     mean, err = engine.aggregate(rows)
     names = ("test_error", "test_error_clean", "train_error", "objective", "Q", "M", "Q0", "mse")
@@ -95,7 +106,7 @@ def _state(cfg: Config, alpha: float, rows: list, result: str, seconds: float) -
         "result": result, "iterations": int(sum(col("iterations"))),
         "iterations_first": int(rows[0]["iterations"]),
         "residual": float(max(col("residual"))), "seconds": seconds,
-        "branch": "unique", "hat_form": "stein" if stein else "derivative",
+        "branch": branch, "hat_form": "stein" if stein else "derivative",
         "stein_retries": int(sum(col("stein_retry"))),
         "multimin_fraction": float(mm), "mc_samples": cfg.theory.mc_samples, "mc_repeats": R,
         "alpha_eff": alpha * n_sigma(cfg), "V": mean["V"],
@@ -146,8 +157,61 @@ def solve(cfg: Config, *, init: PretrainState | Sequence[float] | None = None) -
     x0 = _start_x(cfg, ch.alpha, None if previous is not None else init)
     sol = engine.solve(ch, settings, _key(cfg), [engine.Start("unique", x0)], previous=previous)
     state = _state(cfg, ch.alpha, list(sol.repeats), sol.best.result, time.perf_counter() - t0)
-    return dataclasses.replace(state, solution=sol,
-                               solver={**state.solver, "continued": sol.stats["continued"]})
+    state = dataclasses.replace(state, solution=sol,
+                                solver={**state.solver, "continued": sol.stats["continued"]})
+    zero = _zero_rows(ch, cfg)
+    if zero is None:
+        return state
+    return _choose_zero(cfg, ch, state, zero, time.perf_counter() - t0)
+
+
+def _zero_rows(ch: PretrainChannel, cfg: Config) -> list | None:
+    """The exact Ŝ = 0 point on each MC repeat's draws (:meth:`PretrainChannel.zero_row`), or
+    None unless it is a fixed point on every repeat (factorized pre-training above its
+    threshold λ√κ > M̂·edge, T14–T17)."""
+    if cfg.pretrain.estimator != "factorized":
+        return None
+    rows = []
+    for r in range(cfg.theory.mc_repeats):
+        row = ch.zero_row(ch.draws(engine.repeat_key(_key(cfg), r)))
+        if row is None:
+            return None
+        rows.append(row)
+    return rows
+
+
+def _choose_zero(cfg: Config, ch: PretrainChannel, engine_state: PretrainState, zero_rows: list,
+                 seconds: float) -> PretrainState:
+    """The branch choice between the exact Ŝ = 0 fixed point and the engine's (the RS rule,
+    §9: the lowest free energy Φ = α·train + penalty among the fixed points found). The engine's
+    point competes only when it converged and is distinct from zero (``PretrainChannel.distinct``:
+    Q or M above ≈ 1e-3); otherwise it was heading to (or stuck near) Ŝ = 0, which its log
+    coordinates cannot reach. Both branches are recorded in ``solver["branches"]``; a choice
+    within twice the combined MC error of ΔΦ is flagged."""
+    zero = _state(cfg, ch.alpha, zero_rows, "converged", seconds, branch="zero")
+    es = engine_state.solver
+    nonzero = dict(result=es["result"], converged=es["converged"],
+                   iterations=es["iterations"], Q=engine_state.Q, M=engine_state.M,
+                   objective=engine_state.metrics["objective"],
+                   objective_mc_err=engine_state.mc_err["objective"])
+    zero_summary = dict(Q=0.0, M=0.0, objective=zero.metrics["objective"],
+                        objective_mc_err=zero.mc_err["objective"])
+    competes = es["converged"] and ch.distinct(engine_state.metrics, zero.metrics)
+    d_phi = nonzero["objective"] - zero_summary["objective"]
+    err = [e for e in (nonzero["objective_mc_err"], zero_summary["objective_mc_err"])
+           if e is not None]
+    sigma = math.sqrt(sum(e * e for e in err)) if err else None
+    pick_zero = (not competes) or d_phi >= 0
+    chosen = zero if pick_zero else engine_state
+    flags = list(chosen.flags) if pick_zero else list(engine_state.flags)
+    if competes and sigma is not None and abs(d_phi) < 2 * sigma:
+        flags.append(f"pre-training branches Ŝ = 0 and Ŝ ≠ 0 (Q = {engine_state.Q:.3g}) with "
+                     f"free energies within MC error (ΔΦ = {d_phi:.3g} ± {sigma:.2g})")
+    solver = {**chosen.solver, "continued": engine_state.solver.get("continued", False),
+              "branches": {"zero": zero_summary, "engine": {**nonzero, "competes": competes}},
+              "seconds": seconds}
+    return dataclasses.replace(chosen, solver=solver, flags=tuple(flags),
+                               solution=None if pick_zero else engine_state.solution)
 
 
 def solve_curve(cfg: Config, alphas: Sequence[float], *,
