@@ -12,6 +12,7 @@ Usage: python benchmarks/bench_engine.py [--point softmax|linear|reuse|selection
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import time
@@ -32,7 +33,8 @@ POINTS = {
     "reuse": {"model": {"T": 2}, "finetune": {"alpha": 3.0, "lam": 0.5, "reuse": True}},
     "selection": {"finetune": {"selection": "smallest_score", "pool_alpha": 8.0}},
 }
-VARIANTS = {"base": {}, "warmfirst": {"cold_full_first": False}}
+VARIANTS = {"base": {}, "warmfirst": {"cold_full_first": False}, "tol6": {"tol": 1e-6},
+            "tol5": {"tol": 1e-5}}
 
 
 class Counting:
@@ -56,7 +58,7 @@ class Counting:
 def solve(cfg, overrides):
     S = lora._Setup(cfg, PRE)
     ch = Counting(lora.LoraChannel(S))
-    settings = engine.Settings.from_config(cfg, **overrides)
+    settings = dataclasses.replace(engine.Settings.from_config(cfg), **overrides)
     t0 = time.perf_counter()
     sol = engine.solve(ch, settings, jax.random.PRNGKey(cfg.theory.seed), lora._starts(S))
     return sol, time.perf_counter() - t0, ch

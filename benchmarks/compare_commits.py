@@ -9,7 +9,8 @@ pre-training solve, the fine-tuning solve and the whole process.
 Usage: python benchmarks/compare_commits.py --old /tmp/old --new . [--points softmax,linear,...]
        [--no-warm] [--json out.json]
 Points: linear, softmax (MODEL.md §6 default), reuse (T34: T = 2, κ0 = 0.5, α = 0.2, α' = 3,
-λ' = 0.1), selection (smallest_score, pool α = 2α'), general (u vᵀ LoRA, linear).
+λ' = 0.1), selection (smallest_score, pool α = 2α'), general (u vᵀ LoRA, linear),
+softmax_scarce (α' = 1.2), softmax_lam05 (pre-training λ = 0.5), softmax_zero (λ = 1000, α' = 2).
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ POINTS = {
               "finetune": {"alpha": 3.0, "lam": 0.1, "reuse": True}},
     "selection": {"finetune": {"selection": "smallest_score", "pool_alpha": 8.0}},
     "general": {"model": {"attention": "linear"}, "finetune": {"lora": "general"}},
+    # scarce data (α' = 1.2, RS doubtful) and the pre-training threshold of the zero backbone
+    # (λ_c ≈ 0.55 at the default: softmax λ = 0.5 just below, λ = 1000 far above)
+    "softmax_scarce": {"finetune": {"alpha": 1.2}},
+    "softmax_lam05": {"pretrain": {"lam": 0.5}},
+    "softmax_zero": {"pretrain": {"lam": 1000.0}, "finetune": {"alpha": 2.0}},
 }
 METRICS = [("pretrain", "Q"), ("pretrain", "M"), ("pretrain", "test_error"),
            ("finetune", "q"), ("finetune", "m"), ("finetune", "overlap"),

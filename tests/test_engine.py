@@ -331,6 +331,41 @@ def test_stein_latch_after_a_full_evaluation():
     assert not any(s for _, s in toy3.forms[fulls[1]:]) and not b3.record["stein_hats"]
 
 
+def test_a_cycle_of_the_minima_choices_stops_the_rounds_early():
+    """A full evaluation that alternates between two choices of minima (a sample near a tie,
+    THEORY.md §9) makes the rounds cycle between two phase-1 fixed points: the driver stops
+    when a round's phase-1 point repeats an earlier round's ("stalled", then the Stein retry),
+    after 3 full steps instead of PHASE2_ROUNDS; a map whose rounds approach a fixed point
+    without repeating one is not stopped."""
+    class Cycle(Toy):             # each full evaluation flips the choice; warm ones keep it
+        choice = 1.0
+
+        def means(self, x, warm, data, full):
+            out, w = super().means(x, warm, data, full)
+            if full:
+                self.choice = -self.choice
+            return dict(out, t=out["t"] + 1e-3 * self.choice), w
+
+    settings = dataclasses.replace(SET, stein_retry=False)
+    toy = Cycle()
+    b = engine.solve_branch(toy, toy.draws(KEY), STARTS[0], settings)
+    # round 3's phase-1 point is round 1's: stopped after 2 full steps (+ the reported
+    # evaluation, + the cold start's first call), not after phase2_rounds of them
+    assert b.result == "stalled" and sum(toy.calls) <= 4 < settings.phase2_rounds
+
+    class Settling(Toy):          # switches that die out: 3 rounds move x, then it converges
+        kicks = [1e-3, 5e-4, 2.5e-4, 0.0]
+
+        def means(self, x, warm, data, full):
+            out, w = super().means(x, warm, data, full)
+            kick = self.kicks[min(sum(self.calls), 3)]     # each full call switches "minima"
+            return dict(out, t=out["t"] + kick), w
+
+    toy = Settling()
+    b = engine.solve_branch(toy, toy.draws(KEY), STARTS[0], settings)
+    assert b.converged and sum(toy.calls) >= 4
+
+
 def test_continuation_from_a_previous_solution():
     """``previous``: the neighbour's branch and every MC repeat continue from its solution on the
     same draws; the branch search, the choice and the numbers are a cold solve's (to tol)."""

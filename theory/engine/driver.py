@@ -5,7 +5,8 @@ the full multistart first with ``Settings.cold_full_first``) iterates the warm-o
 warm))) (each sample's prox Newton started at its previous minimiser; damped, Anderson
 accelerated, stall detection) to tol, then one step of the full multistart map checks that no
 sample's best minimum changed; if one did, phase 1 resumes from the minima the full map chose (up
-to ``phase2_rounds`` rounds, then "stalled"). A stalled derivative-form iteration is retried with
+to ``phase2_rounds`` rounds, then "stalled"; "stalled" at once when a round's phase-1 fixed point
+repeats an earlier round's: a cycle of the minima choices). A stalled derivative-form iteration is retried with
 the Stein forms of the hats from the same start, within the iterations left, and kept only if it
 converges (not when the stalled iteration was latched to the Stein forms already: the hat form
 chosen by a full evaluation is kept by the warm evaluations after it, §9). The last full
@@ -93,6 +94,7 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             st["phase2"], st["full"] = False, full_first
             return damped_fixed_point(step, x, max_iter=max(budget, 1), stall=settings.stall,
                                       slow=slow, **kw)
+        rounds = []                        # the phase-1 fixed point of every round
         for _ in range(settings.phase2_rounds):
             st["phase2"], st["full"] = False, full_first
             sol1 = damped_fixed_point(step, x, max_iter=max(budget - used - 1, 1),
@@ -100,6 +102,14 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             used += sol1.iterations
             if not sol1.converged or budget - used < 1:
                 return dataclasses.replace(sol1, iterations=used)
+            # a cycle: this round's phase-1 fixed point is an earlier round's (not the last
+            # one's) to tol, so the full step would choose the same minima again and every
+            # further round repeats the cycle — the "stalled" of the last round, rounds earlier
+            # (the recurrences seen are exact to ≈ 1e-9 at tol = 1e-7: the same warm-started
+            # path; the cycles are 1e-3 wide, e.g. q at the MODEL.md §6 default, MC repeat 1)
+            if any(_within(sol1.value, r, settings.tol) for r in rounds[:-1]):
+                return dataclasses.replace(sol1, result="stalled", iterations=used)
+            rounds.append(np.asarray(sol1.value, float))
             st["phase2"] = st["full"] = True
             sol2 = damped_fixed_point(step, sol1.value, max_iter=1, **kw)
             used += 1

@@ -152,17 +152,28 @@ def solve(cfg: Config, *, init: PretrainState | Sequence[float] | None = None) -
     """
     t0 = time.perf_counter()
     ch = PretrainChannel(cfg)
-    settings = engine.Settings.from_config(cfg)
     previous = getattr(init, "solution", None)
     x0 = _start_x(cfg, ch.alpha, None if previous is not None else init)
-    sol = engine.solve(ch, settings, _key(cfg), [engine.Start("unique", x0)], previous=previous)
-    state = _state(cfg, ch.alpha, list(sol.repeats), sol.best.result, time.perf_counter() - t0)
-    state = dataclasses.replace(state, solution=sol,
-                                solver={**state.solver, "continued": sol.stats["continued"]})
+    starts = [engine.Start("unique", x0)]
     zero = _zero_rows(ch, cfg)
+
+    def engine_state(repeats):
+        settings = engine.Settings.from_config(cfg, repeats=repeats)
+        sol = engine.solve(ch, settings, _key(cfg), starts, previous=previous)
+        state = _state(cfg, ch.alpha, list(sol.repeats), sol.best.result,
+                       time.perf_counter() - t0)
+        return dataclasses.replace(state, solution=sol,
+                                   solver={**state.solver, "continued": sol.stats["continued"]})
+
     if zero is None:
-        return state
-    return _choose_zero(cfg, ch, state, zero, time.perf_counter() - t0)
+        return engine_state(None)
+    # Ŝ = 0 is a fixed point: the engine searches for another on the first draws only, and
+    # its MC repeats run only if that search finds a converged point distinct from zero
+    search = engine_state(1)
+    if search.solver["converged"] and ch.distinct(search.metrics, {"Q": 0.0, "M": 0.0}) \
+            and cfg.theory.mc_repeats > 1:
+        search = engine_state(None)
+    return _choose_zero(cfg, ch, search, zero, time.perf_counter() - t0)
 
 
 def _zero_rows(ch: PretrainChannel, cfg: Config) -> list | None:
