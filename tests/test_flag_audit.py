@@ -46,3 +46,26 @@ def test_parse_and_rates(tmp_path):
 def test_cli_rejects_missing_file(capsys):
     assert main(["/nonexistent/table.md"]) == 2
     assert "not a file" in capsys.readouterr().err
+
+
+EXTRAP = """## scan
+
+| finetune.alpha | metric | theory | sim by d (mean ± sem (seeds)) | extrap 1/√d | z | extrap 1/d | z | theory flags |
+|---|---|---|---|---|---|---|---|---|
+| 1.0 | finetune.overlap | 0.8±0.02 | 100: 0.7±0.05 (8); 200: 0.6±0.04 (8) | 0.4±0.1 | +4.00 | 0.5±0.05 | +6.00 | — |
+| 2.0 | finetune.overlap | 0.9±0.01 | 100: 0.9±0.01 (8); 200: 0.9±0.01 (8) | 0.9±0.02 | +0.00 | 0.9±0.01 | +0.00 | — |
+"""
+
+
+def test_extrapolated_rows_are_told_apart(tmp_path, capsys):
+    """Rows of a table with an extrapolation in d (several z columns) use its last (1/d) z and
+    are reported apart from one-d rows (issue 15's criterion is the extrapolated one)."""
+    path = tmp_path / "v.md"
+    path.write_text(TABLE + "\n" + EXTRAP)
+    rows = parse_tables(path)
+    ex = [r for r in rows if r.extrapolated]
+    assert len(ex) == 2 and ex[0].z == pytest.approx(6.0)
+    assert not any(r.extrapolated for r in rows if r.source.endswith("fig_a"))
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "total, extrapolated in d" in out and "total, one d" in out
