@@ -366,6 +366,16 @@ def test_a_cycle_of_the_minima_choices_stops_the_rounds_early():
     assert b.converged and sum(toy.calls) >= 4
 
 
+def test_repeats_on_threads_give_the_same_solution():
+    """MC repeats i > 0 on several threads (``Settings.workers``): the same numbers, in order."""
+    base = engine.Settings(tol=1e-10, damping=0.3, max_iter=500, repeats=4, workers=1)
+    one = engine.solve(Toy(), base, KEY, STARTS)
+    four = engine.solve(Toy(), dataclasses.replace(base, workers=4), KEY, STARTS)
+    assert [r["x"] for r in four.repeats] == [r["x"] for r in one.repeats]
+    assert four.metrics == one.metrics and four.mc_err == one.mc_err
+    assert engine.Settings().workers >= 1
+
+
 def test_continuation_from_a_previous_solution():
     """``previous``: the neighbour's branch and every MC repeat continue from its solution on the
     same draws; the branch search, the choice and the numbers are a cold solve's (to tol)."""

@@ -214,6 +214,9 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = PROX_GTOL,
         d = d * jnp.minimum(1.0, dmax / (jnp.linalg.norm(d, axis=-1) + 1e-300))[:, None]
         return g, d, lam0, finite
 
+    def fl_ok(fl, f0, slope):
+        return fl <= f0[:, None] + 1e-4 * _LADDER[None, :] * slope[:, None]
+
     def iterate(s, p, n_iter):
         """Newton steps on every not-done problem of ``s`` until all are done or n_iter."""
         def cond(c):
@@ -225,16 +228,26 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = PROX_GTOL,
             gnorm = jnp.max(jnp.abs(g), -1)
             conv = gnorm <= gtol * (1.0 + jnp.max(jnp.abs(z), -1))
             f0 = fv(z, p)
-            fl = fladder(z, d, p)
             slope = jnp.sum(g * d, -1)
-            ok = fl <= f0[:, None] + 1e-4 * _LADDER[None, :] * slope[:, None]
-            # near the minimum the Newton decrement −slope reaches rounding level and Armijo
-            # cannot be tested: take the full step there if it does not increase F beyond
-            # rounding (otherwise such a problem would stop with |∇F| ~ 1e-8 instead of gtol)
+            # Armijo on the full Newton step first (t = _LADDER[0] = 1); near the minimum the
+            # Newton decrement −slope reaches rounding level and Armijo cannot be tested: take
+            # the full step there if it does not increase F beyond rounding (otherwise such a
+            # problem would stop with |∇F| ~ 1e-8 instead of gtol)
+            f1 = fv(z + d, p)
             tiny = -slope <= 1e-13 * (1.0 + jnp.abs(f0))
-            ok = ok.at[:, 0].set(ok[:, 0] | (tiny & (fl[:, 0] <= f0 + 1e-14 * (1.0 + jnp.abs(f0)))))
-            k = jnp.argmax(ok, axis=-1)
-            anyok = jnp.any(ok, axis=-1) & finite
+            ok1 = (f1 <= f0 + 1e-4 * slope) | (tiny & (f1 <= f0 + 1e-14 * (1.0 + jnp.abs(f0))))
+
+            def ladder(_):
+                # the backtracking ladder, only when some active problem rejects the full step
+                # (none does near convergence: a warm-started polish then costs one objective
+                # evaluation per step instead of len(_LADDER)); the first accepted t is taken
+                ok = fl_ok(fladder(z, d, p), f0, slope).at[:, 0].set(ok1)
+                return jnp.argmax(ok, axis=-1).astype(jnp.int32), jnp.any(ok, axis=-1)
+
+            active = ~c["done"] & ~conv & finite
+            k, anyok = lax.cond(jnp.any(active & ~ok1), ladder,
+                                lambda _: (jnp.zeros(ok1.shape, jnp.int32), ok1), None)
+            anyok = anyok & finite
             move = anyok & ~c["done"] & ~conv
             z_new = jnp.where(move[:, None], z + jnp.asarray(_LADDER)[k][:, None] * d, z)
             return dict(z=z_new, it=c["it"] + 1, done=c["done"] | conv | ~anyok,

@@ -311,8 +311,8 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
         starts = [Start("continued", b.x, warm=b.warm, continuation=True)] + list(starts)
     found = find_branches(channel, data, starts, settings)
     best = next((b for b in found if b.stable), found[0])       # = choose(found)
-    rows, results = [channel.outputs(best, data)], [best]
-    for i in range(1, settings.repeats):
+
+    def repeat(i):
         d_i = channel.draws(repeat_key(key, i))
         start = Start("repeat", best.x)
         if previous is not None and i < len(previous.repeat_branches):
@@ -322,8 +322,11 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
                 start = Start("repeat", r_prev.x, warm=r_prev.warm)
         r_i = solve_branch(channel, d_i, start, settings,
                            cap=settings.repeat_cap(best.iterations))
-        rows.append(channel.outputs(r_i, d_i))
-        results.append(r_i)
+        return channel.outputs(r_i, d_i), r_i
+
+    done = _parallel_map(repeat, range(1, settings.repeats), settings.workers)
+    rows = [channel.outputs(best, data)] + [row for row, _ in done]
+    results = [best] + [r for _, r in done]
     converged = all(r.converged for r in results)
     retries = sum(int(r.stein_retry) for r in results)
     metrics, err = aggregate(rows)
@@ -340,6 +343,19 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
                     branches=tuple(b.record for b in found), repeats=tuple(rows),
                     metrics=metrics, mc_err=err, flags=tuple(flags), stats=stats,
                     repeat_branches=tuple(results))
+
+
+def _parallel_map(fn, items, workers: int) -> list:
+    """``[fn(i) for i in items]``, on up to ``workers`` threads when there are several items (the
+    MC repeats: jitted channel calls release the GIL, so two repeats run on two cores; each call
+    is deterministic, so the results do not depend on the threads)."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [fn(i) for i in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def _solve_per_branch(channel, settings: Settings, key, starts) -> Solution:

@@ -8,6 +8,7 @@ constants of :mod:`theory.solver_constants` (one definition each) and the ``[the
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -61,6 +62,10 @@ class Settings:
     cold_full_first: bool = False
     plain_escape: int = C.PLAIN_ESCAPE
     repeats_per_branch: bool = False
+    #: threads solving the MC repeats i > 0 (independent given the selected branch; each solve
+    #: is deterministic, so the numbers do not depend on it). Default: the cores this process
+    #: may run on (``os.sched_getaffinity``), so a process pinned to one core stays sequential.
+    workers: int = field(default_factory=lambda: available_cores())
 
     @classmethod
     def from_config(cls, cfg, *, repeats: int | None = None, **overrides) -> "Settings":
@@ -71,6 +76,15 @@ class Settings:
     def repeat_cap(self, iterations: int) -> int:
         """Cap of an MC repeat started at the solved point: min(max_iter, max(100, k·its))."""
         return int(min(self.max_iter, max(100, self.repeat_cap_factor * iterations)))
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity; ``os.cpu_count()`` where the platform
+    has no affinity)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
