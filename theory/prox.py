@@ -178,6 +178,11 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = PROX_GTOL,
     or from the Jacobi eigen-decomposition (``"eigh"``: eigenvalues |λ| floored); both flag a
     Hessian that is not positive definite (``nonpd_path``).
 
+    Line search: Armijo on the full Newton step first; the backtracking ladder (t = 0.3^k,
+    k < 8, the first accepted t taken) is evaluated only in the steps where an active problem
+    rejects the full step (same accepted steps as always evaluating it; near convergence, e.g.
+    a warm-started polish, a step then costs one objective evaluation instead of eight).
+
     Straggler compaction: a vectorised loop costs as many steps as its slowest problem, while
     most problems converge in a few (median 3–4 Newton steps at T = 3, 99th percentile ~9, a
     tail of ~20). So the whole batch runs ``first_iter`` steps, then the problems still running
