@@ -195,7 +195,6 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = PROX_GTOL,
     else:
         gh = jax.vmap(grad_hess)
     fv = jax.vmap(obj)
-    fladder = jax.vmap(lambda z, d, p: jax.vmap(lambda t: obj(z + t * d, p))(_LADDER))
 
     def direction(z, p):
         g, H = gh(z, p)
@@ -219,9 +218,6 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = PROX_GTOL,
         d = d * jnp.minimum(1.0, dmax / (jnp.linalg.norm(d, axis=-1) + 1e-300))[:, None]
         return g, d, lam0, finite
 
-    def fl_ok(fl, f0, slope):
-        return fl <= f0[:, None] + 1e-4 * _LADDER[None, :] * slope[:, None]
-
     def iterate(s, p, n_iter):
         """Newton steps on every not-done problem of ``s`` until all are done or n_iter."""
         def cond(c):
@@ -242,16 +238,22 @@ def batched_newton(obj, z0, p, *, max_iter: int = 40, gtol: float = PROX_GTOL,
             tiny = -slope <= 1e-13 * (1.0 + jnp.abs(f0))
             ok1 = (f1 <= f0 + 1e-4 * slope) | (tiny & (f1 <= f0 + 1e-14 * (1.0 + jnp.abs(f0))))
 
-            def ladder(_):
-                # the backtracking ladder, only when some active problem rejects the full step
-                # (none does near convergence: a warm-started polish then costs one objective
-                # evaluation per step instead of len(_LADDER)); the first accepted t is taken
-                ok = fl_ok(fladder(z, d, p), f0, slope).at[:, 0].set(ok1)
-                return jnp.argmax(ok, axis=-1).astype(jnp.int32), jnp.any(ok, axis=-1)
-
             active = ~c["done"] & ~conv & finite
-            k, anyok = lax.cond(jnp.any(active & ~ok1), ladder,
-                                lambda _: (jnp.zeros(ok1.shape, jnp.int32), ok1), None)
+
+            def backtrack(b):
+                # the ladder t = _LADDER[j], j = 1, 2, …, one objective evaluation per rung, while
+                # an active problem has not accepted a step yet: each problem takes its first
+                # accepted t, as if the whole ladder had been evaluated
+                t = jnp.asarray(_LADDER)[b["j"]]
+                ok = fv(z + t * d, p) <= f0 + 1e-4 * t * slope
+                new = ok & ~b["found"]
+                return dict(j=b["j"] + 1, k=jnp.where(new, b["j"], b["k"]),
+                            found=b["found"] | ok)
+
+            b = lax.while_loop(
+                lambda b: (b["j"] < len(_LADDER)) & jnp.any(active & ~b["found"]), backtrack,
+                dict(j=jnp.asarray(1, jnp.int32), k=jnp.zeros(ok1.shape, jnp.int32), found=ok1))
+            k, anyok = b["k"], b["found"]
             anyok = anyok & finite
             move = anyok & ~c["done"] & ~conv
             z_new = jnp.where(move[:, None], z + jnp.asarray(_LADDER)[k][:, None] * d, z)
