@@ -67,3 +67,22 @@ def test_off_is_plain_jit():
     aot.set_export_dir(None)
     f = aot.cached_jit(_f, static_argnames=("power", "twice"))
     assert float(f(jnp.ones((2, 2)), 1.0)["y"][0]) == 2.0
+
+
+def test_uncommitted_and_committed_arguments_share_one_program():
+    """``jnp.zeros`` is uncommitted, a program's output committed: ``jax.jit`` keys its cache on
+    that, so a channel program fed its own output used to compile twice (aot._committed)."""
+    import jax.numpy as jnp
+
+    from theory.aot import cached_jit, set_export_dir
+
+    set_export_dir(None)
+
+    @cached_jit
+    def step(x, a):
+        return x * a + 1.0
+
+    out = step(jnp.zeros(5), 2.0)
+    out = step(out, 2.0)
+    step(out, 3.0)
+    assert step._cache_size() == 1

@@ -234,18 +234,20 @@ class PretrainChannel:
         Ŝ = 0 (V = 1/(V̂ + 2λ) > 0): None."""
         if self.cfg.pretrain.estimator != "factorized":
             return None
-        # cold=True: the program of every full evaluation (no extra compilation); at V = ZERO_V
-        # the prox is strongly convex, so every start of the multistart finds the one minimum
-        avg, _ = channel_averages(self.att, self.Q0, ZERO_Q, 0.0, ZERO_V, data.g1, data.g2,
-                                  data.xi, self.cold_warm(data), cold=True, metrics=True)
-        avg = {k: float(v) for k, v in avg.items()}
-        h = hats(avg, alpha=self.alpha, Q=ZERO_Q, M=0.0, Q0=self.Q0, stein=False)
-        try:
-            p = self.prior_step(h)
-        except priors.HatDomainError:
-            return None
-        if p.rank_fraction > 0.0 or p.Q != 0.0:
-            return None
+        # the test on the warm-only program (one start, Ω: at V = ZERO_V the prox is strongly
+        # convex, one minimum), the metrics on the full one only where Ŝ = 0 is a fixed point;
+        # both are the programs of the iteration (no extra compilation)
+        for full in (False, True):
+            avg, _ = channel_averages(self.att, self.Q0, ZERO_Q, 0.0, ZERO_V, data.g1, data.g2,
+                                      data.xi, self.cold_warm(data), cold=full, metrics=full)
+            avg = {k: float(v) for k, v in avg.items()}
+            h = hats(avg, alpha=self.alpha, Q=ZERO_Q, M=0.0, Q0=self.Q0, stein=False)
+            try:
+                p = self.prior_step(h)
+            except priors.HatDomainError:
+                return None
+            if p.rank_fraction > 0.0 or p.Q != 0.0:
+                return None
         Qh, Mh, Vh = h
         objective = self.alpha * avg["train"]
         return dict(test_error=avg["test"], test_error_clean=avg["clean"],
