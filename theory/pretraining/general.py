@@ -214,7 +214,7 @@ def _choose_zero(cfg: Config, ch: PretrainChannel, engine_state: PretrainState, 
     sigma = math.sqrt(sum(e * e for e in err)) if err else None
     pick_zero = (not competes) or d_phi >= 0
     chosen = zero if pick_zero else engine_state
-    flags = list(chosen.flags) if pick_zero else list(engine_state.flags)
+    flags = list(chosen.flags)
     if competes and sigma is not None and abs(d_phi) < 2 * sigma:
         flags.append(f"pre-training branches Ŝ = 0 and Ŝ ≠ 0 (Q = {engine_state.Q:.3g}) with "
                      f"free energies within MC error (ΔΦ = {d_phi:.3g} ± {sigma:.2g})")
