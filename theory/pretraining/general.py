@@ -170,8 +170,7 @@ def solve(cfg: Config, *, init: PretrainState | Sequence[float] | None = None) -
     # Ŝ = 0 is a fixed point: the engine searches for another on the first draws only, and
     # its MC repeats run only if that search finds a converged point distinct from zero
     search = engine_state(1)
-    if search.solver["converged"] and ch.distinct(search.metrics, {"Q": 0.0, "M": 0.0}) \
-            and cfg.theory.mc_repeats > 1:
+    if _competes(ch, search) and cfg.theory.mc_repeats > 1:
         search = engine_state(None)
     return _choose_zero(cfg, ch, search, zero, time.perf_counter() - t0)
 
@@ -191,6 +190,12 @@ def _zero_rows(ch: PretrainChannel, cfg: Config) -> list | None:
     return rows
 
 
+def _competes(ch: PretrainChannel, state: PretrainState) -> bool:
+    """The engine's point is another branch than Ŝ = 0: converged and distinct from Q = M = 0
+    (``PretrainChannel.distinct``: Q or M above ≈ 1e-3)."""
+    return bool(state.solver["converged"]) and ch.distinct(state.metrics, {"Q": 0.0, "M": 0.0})
+
+
 def _choose_zero(cfg: Config, ch: PretrainChannel, engine_state: PretrainState, zero_rows: list,
                  seconds: float) -> PretrainState:
     """The branch choice between the exact Ŝ = 0 fixed point and the engine's (the RS rule,
@@ -207,7 +212,7 @@ def _choose_zero(cfg: Config, ch: PretrainChannel, engine_state: PretrainState, 
                    objective_mc_err=engine_state.mc_err["objective"])
     zero_summary = dict(Q=0.0, M=0.0, objective=zero.metrics["objective"],
                         objective_mc_err=zero.mc_err["objective"])
-    competes = es["converged"] and ch.distinct(engine_state.metrics, zero.metrics)
+    competes = _competes(ch, engine_state)
     d_phi = nonzero["objective"] - zero_summary["objective"]
     err = [e for e in (nonzero["objective_mc_err"], zero_summary["objective_mc_err"])
            if e is not None]
