@@ -2,13 +2,15 @@
 
     python benchmarks/scarce_table.py /work/main/results/validate-scarce-zero \
         [--metrics finetune.test_error,finetune.overlap] [--axis finetune.alpha]
+        [--where pretrain.lam=1000]
 
 The rows are those of ``hdlora validate`` (:func:`simulations.validate.validation_rows` on
 :func:`simulations.sweeps.load_table` of the whole store: every record, every seed), printed with
 the number of seeds per d, the solver's flags exactly as :func:`simulations.sweeps.store.theory_flags`
 writes them (the ``theory flags`` column that ``python -m simulations.flag_audit`` reads; "—" for
 none) and, in a separate column, the fine-tuning solver's replicon λ_AT, multi-minimum fraction and
-Stein-hat use. Also the per-record seconds (``meta.seconds``) by d.
+Stein-hat use. Also the per-record seconds (``meta.seconds``) by d. ``--where FIELD=VALUE``
+(repeatable) keeps the records of a store whose grid has a second axis besides ``--axis`` and d.
 """
 
 from __future__ import annotations
@@ -33,12 +35,23 @@ def main() -> None:
     p.add_argument("store")
     p.add_argument("--metrics", default="finetune.test_error,finetune.overlap")
     p.add_argument("--axis", default="finetune.alpha")
+    p.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE")
     args = p.parse_args()
+    where = {}
+    for item in args.where:
+        field, _, value = item.partition("=")
+        where[field] = float(value)
     table = load_table(args.store)
+    for field, value in where.items():
+        if field not in table.columns:
+            raise SystemExit(f"--where {field}: not a field of the store's table")
+        table = table[np.isclose(table[field].astype(float), value)]
     rows = validation_rows(table, args.metrics.split(","), [args.axis, "sim.d"])
     theory = {}
     secs: dict = {}
     for rec in ResultStore(args.store).records():
+        if any(not np.isclose(float(rec["point"].get(f, np.nan)), v) for f, v in where.items()):
+            continue
         key = rec["point"].get(args.axis)
         if rec["kind"] == "theory":
             theory.setdefault(key, rec)

@@ -175,3 +175,20 @@ def test_optimize_pretraining_reports_progress_and_solves_pretraining_criteria_c
     for p in result.scan:   # Δ_eff is a closed form in the pre-training: there at every stage
         assert math.isclose(p["metrics"]["delta_eff"], cfg.delta_prime / 2
                             + p["metrics"]["pretrain.mse"], rel_tol=1e-6)
+
+
+def test_mismatch_map_chains_on_threads_give_the_numbers_of_one_thread():
+    """The chains (y row × mode) run on threads; the pre-training solves run first in the grid's
+    order, so the map (values, errors, marks, notes) is the same for any number of workers."""
+    from theory.applications.mismatch import mismatch_map
+
+    cfg = load_config(None, ["model.attention=linear", "model.T=2", "pretrain.estimator=direct",
+                             "pretrain.alpha=0.2", "theory.mc_samples=400",
+                             "theory.mc_repeats=2"])
+    done = []
+    maps = [mismatch_map(cfg, "finetune.alpha", [2.0, 3.0], "finetune.lam", [0.02, 0.2],
+                         workers=w, progress=lambda d, t, where: done.append((w, d, t)))
+            for w in (1, 2)]
+    one, two = (m.to_dict() for m in maps)
+    assert one == two
+    assert [d for w, d, _ in done if w == 2] == list(range(1, 9))   # 2 × 2 cells × 2 modes

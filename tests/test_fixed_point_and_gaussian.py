@@ -104,3 +104,23 @@ def test_goe_moments():
     assert abs(H[:, 1, 1].var() / (2 * r) - 1) < tol
     assert abs((H ** 2).sum((1, 2)).mean() / (T * (T + 1) * r) - 1) < tol
     np.testing.assert_array_equal(H, np.swapaxes(H, 1, 2))
+
+
+def test_anderson_reaches_a_slow_fixed_point_within_its_step_cap():
+    """x -> 0.9 x + 1 (slope 0.9, fixed point 10): the damped map (β = 0.5) contracts at 0.95 per
+    step, and the Anderson step to the fixed point is |g|/(1 − 0.9) = 20 damped steps long. With
+    the default cap (ANDERSON_MAX_STEP = 30 damped steps) Anderson takes it; with a cap of 10 it is
+    refused every time and the iteration crawls at the damped rate (solver_constants)."""
+    import numpy as np
+
+    from theory.fixed_point import damped_fixed_point
+    from theory.solver_constants import ANDERSON_MAX_STEP
+
+    step = lambda x: 0.9 * x + 1.0   # noqa: E731
+    fast = damped_fixed_point(step, np.zeros(1), anderson=3, tol=1e-10, max_iter=1000)
+    slow = damped_fixed_point(step, np.zeros(1), anderson=3, tol=1e-10, max_iter=1000,
+                              anderson_max_step=10)
+    assert ANDERSON_MAX_STEP >= 20
+    assert fast.converged and slow.converged
+    assert abs(fast.value[0] - 10.0) < 1e-8 and abs(slow.value[0] - 10.0) < 1e-8
+    assert fast.iterations <= 10 < 100 < slow.iterations

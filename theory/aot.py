@@ -22,6 +22,7 @@ import functools
 import hashlib
 import inspect
 import os
+import threading
 from pathlib import Path
 
 import jax
@@ -80,6 +81,7 @@ def cached_jit(fun=None, *, static_argnames: tuple[str, ...] = (), tag: str = ""
     name = f"{fun.__module__}.{fun.__qualname__}{tag}"
     signature = inspect.signature(fun)
     loaded: dict = {}
+    lock = threading.Lock()
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
@@ -96,8 +98,11 @@ def cached_jit(fun=None, *, static_argnames: tuple[str, ...] = (), tag: str = ""
                tuple(_leaf_signature(x) for x in leaves))
         program = loaded.get((directory, key))
         if program is None:
-            program = _load_or_export(directory, name, fun, statics, key, named)
-            loaded[(directory, key)] = program
+            with lock:                          # threads (the MC repeats, a map's chains)
+                program = loaded.get((directory, key))
+                if program is None:
+                    program = _load_or_export(directory, name, fun, statics, key, named)
+                    loaded[(directory, key)] = program
         return program(**named)
 
     # compiled specialisations, as jax.jit's (tests check that new numbers compile nothing)
@@ -122,7 +127,7 @@ def _load_or_export(directory: Path, name: str, fun, statics: dict, key, named: 
         exp = export.export(jax.jit(functools.partial(fun, **statics)))(**named)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
             tmp.write_bytes(exp.serialize())
             os.replace(tmp, path)
         except OSError:            # an unwritable directory costs speed, never the run

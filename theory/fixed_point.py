@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from .solver_constants import ANDERSON_MAX_STEP
+
 __all__ = ["FixedPointSolution", "FixedPointError", "damped_fixed_point", "MAX_BACKTRACKS"]
 
 #: consecutive halvings toward the last in-domain iterate before giving up with "nonfinite"
@@ -56,12 +58,14 @@ class FixedPointSolution:
 def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping: float = 0.5,
                        tol: float = 1e-7, max_iter: int = 1000, max_damping: float = 0.95,
                        anderson: int = 0, stall: int | None = None, slow: int | None = None,
+                       anderson_max_step: float = ANDERSON_MAX_STEP,
                        throw: bool = False) -> FixedPointSolution:
     """Iterate ``x <- damping·x + (1−damping)·step(x)`` to a fixed point (see module docstring).
 
     ``anderson = m > 0`` accelerates the damped map by Anderson mixing over the last m residual
     differences (type II; x⁺ = x + βg − (ΔX + βΔG)γ, γ = argmin‖g − ΔGγ‖, β = 1 − damping,
-    g = step(x) − x). Safeguards: an extrapolation longer than 10 damped steps is not taken; when
+    g = step(x) − x). Safeguards: an extrapolation longer than ``anderson_max_step`` damped steps
+    (default :data:`theory.solver_constants.ANDERSON_MAX_STEP`) is not taken; when
     the residual exceeds 10x the best one seen, the iteration returns to the best point, clears
     the history, increases the damping and takes a plain damped step. The fixed point and the
     stopping rule are those of the plain map.
@@ -150,9 +154,9 @@ def damped_fixed_point(step: Callable[[np.ndarray], np.ndarray], x0, *, damping:
                 scale = np.max(np.abs(dG)) + 1e-300
                 gamma = np.linalg.lstsq(dG / scale, g / scale, rcond=1e-10)[0]
                 candidate = x_next - (dX + beta * dG) @ gamma
-                # keep the extrapolation within 10 damped steps of x
-                if np.all(np.isfinite(candidate)) and \
-                        np.max(np.abs(candidate - x)) <= 10.0 * np.max(np.abs(beta * g)):
+                # keep the extrapolation within anderson_max_step damped steps of x
+                if np.all(np.isfinite(candidate)) and np.max(np.abs(candidate - x)) <= \
+                        anderson_max_step * np.max(np.abs(beta * g)):
                     x_next = candidate
             past_x.insert(0, x.copy())
             past_g.insert(0, g.copy())

@@ -8,6 +8,17 @@ definition of each); they had drifted apart when each solver carried its own cop
 
 #: Anderson mixing depth of every order-parameter iteration (:func:`theory.fixed_point.damped_fixed_point`)
 ANDERSON_MEMORY = 3
+#: longest Anderson extrapolation taken, in damped steps β·|g| (longer ones are not taken: a
+#: plain damped step instead). It bounds the slowest mode Anderson can accelerate: a map of
+#: slope ρ has its fixed point |g|/(1 − ρ) away, i.e. 1/(β(1 − ρ)) damped steps. At 10 the
+#: softmax pre-training at λ = 1e-4 (ρ ≈ 0.9 at β = 0.5) crawled at the damped rate 0.95 for 1230
+#: iterations (15.9 s); at 30 it converges in 98 to the same point (to 1e-6; benchmarks/README.md,
+#: "Issue 13, step 7")
+ANDERSON_MAX_STEP = 30
+#: ... except in the general u vᵀ LoRA channel (T33), whose iteration at the linear default stalls
+#: on a slow direction whatever the step: at 30 it reaches the same stalled point (to 1e-6) after
+#: 206 iterations instead of 125 (12.6 s instead of 5.6 s)
+ANDERSON_MAX_STEP_GENERAL = 10
 #: stop as "stalled" when the best residual has not halved in this many iterations (a Monte-Carlo
 #: map that is discontinuous at the resolution of its draws cycles instead of converging)
 STALL_ITERATIONS = 40

@@ -29,17 +29,22 @@ Continuation along x: for each y row and mode the cells are solved in the order 
 ``x_values``, each fine-tuning solve started from the solution of its left neighbour (and, when x
 is a pre-training field, each new pre-training solve from the left neighbour's pre-training
 state), as one more start: every cell still runs its own branch search and keeps its own flags
-(:func:`theory.predict.predict_finetuning`).
+(:func:`theory.predict.predict_finetuning`). The chains (one per y row and mode) are independent
+and run on ``workers`` threads; the pre-training solves run before them in the grid's order, so
+the numbers do not depend on the threads.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..config import Config
+from ..engine import parallel_map
+from ..engine.settings import available_cores
 from ..predict import converged, predict_pretraining, predict_states, pretrain_key
 
 __all__ = ["MismatchMap", "mismatch_map", "strength", "fraction_modes", "Z_SIGNIFICANT",
@@ -84,69 +89,96 @@ class MismatchMap:
 
 
 def mismatch_map(cfg: Config, x_field: str | None, x_values, y_field: str, y_values, *,
-                 modes: dict | None = None, progress=None) -> MismatchMap:
+                 modes: dict | None = None, progress=None, workers: int | None = None
+                 ) -> MismatchMap:
     """Solve the theory on the grid in every mode and measure where the optima disagree.
 
     ``modes``: name -> overrides (default :data:`DEFAULT_MODES`); ``progress``: optional callable
-    ``progress(done, total, text)`` called after each solve."""
+    ``progress(done, total, text)`` called after each solve; ``workers``: threads for the
+    fine-tuning chains (one chain per y row and mode, continued along x; default: the cores of
+    the process, :func:`theory.engine.settings.available_cores`). The pre-training solves run
+    first, in the grid's order, so every number is the same for any ``workers``."""
     modes = dict(DEFAULT_MODES if modes is None else modes)
     x_values = (None,) if x_field is None else tuple(_value(v) for v in x_values)
     y_values = tuple(_value(v) for v in y_values)
     shape = (len(x_values), len(y_values))
+    cells = [(i, j, mode) for i in range(shape[0]) for j in range(shape[1]) for mode in modes]
+    points, wheres = {}, {}
+    for i, j, mode in cells:
+        x, y = x_values[i], y_values[j]
+        axes = ([] if x_field is None else [f"{x_field}={_literal(x)}"]) \
+            + [f"{y_field}={_literal(y)}"]
+        points[i, j, mode] = cfg.with_overrides(list(modes[mode]) + axes)
+        wheres[i, j, mode] = ("" if x_field is None else f"{x_field}={_fmt(x)}, ") \
+            + f"{y_field}={_fmt(y)}, {mode}"
+    # pass 1, in the grid's order: one pre-training solve per pre-training value, shared by the
+    # fine-tuning values and modes at it, each started from its row's left neighbour
+    pretrain_states: dict = {}
+    left_pre: dict = {}    # (y index, mode) -> the left neighbour's pre-training state
+    pre_of: dict = {}      # cell -> its pre-training state (or the error that solve raised)
+    for cell in cells:
+        i, j, mode = cell
+        pre_key = pretrain_key(points[cell])
+        if pre_key not in pretrain_states:
+            try:
+                warm = left_pre.get((j, mode))
+                pretrain_states[pre_key] = (predict_pretraining(points[cell]) if warm is None
+                                            else predict_pretraining(points[cell], start=warm))
+            except (ValueError, ArithmeticError) as err:   # solved once, failed once
+                pretrain_states[pre_key] = err
+        pre_of[cell] = pretrain_states[pre_key]
+        if not isinstance(pre_of[cell], Exception):
+            left_pre[(j, mode)] = pre_of[cell]
+    # pass 2: the fine-tuning chains, in parallel (each continued along x from its left
+    # neighbour; a failed cell ends the continuation: its right neighbour starts cold)
+    total, lock, done = len(cells), threading.Lock(), [0]
+
+    def chain(row):
+        j, mode = row
+        outcome, left = {}, None
+        for i in range(shape[0]):
+            cell = (i, j, mode)
+            try:
+                pre = pre_of[cell]
+                if isinstance(pre, Exception):
+                    raise pre
+                outcome[cell], _, left = predict_states(points[cell], pre=pre,
+                                                        bayes_bound=False, start=left)
+            except (ValueError, ArithmeticError) as err:
+                outcome[cell], left = err, None
+            with lock:
+                done[0] += 1
+                if progress is not None:
+                    failed = isinstance(outcome[cell], Exception)
+                    progress(done[0], total, wheres[cell] + (" (failed)" if failed else ""))
+        return outcome
+
+    rows = [(j, mode) for j in range(shape[1]) for mode in modes]
+    outcomes: dict = {}
+    for part in parallel_map(chain, rows, available_cores() if workers is None else workers):
+        outcomes.update(part)
     values = {name: {m: np.full(shape, np.nan) for m in modes} for name in _METRICS}
     errors = {name: {m: np.full(shape, np.nan) for m in modes} for name in _METRICS}
     trusted = np.ones(shape, bool)
     notes = []
-    pretrain_states: dict = {}
-    left: dict = {}        # (y index, mode) -> the left neighbour's FinetuneState (continuation along x)
-    left_pre: dict = {}    # (y index, mode) -> the left neighbour's pre-training state
-    total, done = shape[0] * shape[1] * len(modes), 0
-    for i, x in enumerate(x_values):
-        for j, y in enumerate(y_values):
-            for mode, overrides in modes.items():
-                axes = ([] if x_field is None else [f"{x_field}={_literal(x)}"]) \
-                    + [f"{y_field}={_literal(y)}"]
-                point = cfg.with_overrides(list(overrides) + axes)
-                # one pre-training solve per pre-training value, shared by fine-tuning values/modes
-                pre_key = pretrain_key(point)
-                where = ("" if x_field is None else f"{x_field}={_fmt(x)}, ") \
-                    + f"{y_field}={_fmt(y)}, {mode}"
-                if pre_key not in pretrain_states:
-                    try:
-                        warm = left_pre.get((j, mode))
-                        pretrain_states[pre_key] = (predict_pretraining(point) if warm is None
-                                                    else predict_pretraining(point, start=warm))
-                    except (ValueError, ArithmeticError) as err:   # solved once, failed once
-                        pretrain_states[pre_key] = err
-                try:
-                    pre = pretrain_states[pre_key]
-                    if isinstance(pre, Exception):
-                        raise pre
-                    left_pre[(j, mode)] = pre
-                    result, _, left[(j, mode)] = predict_states(
-                        point, pre=pre, bayes_bound=False, start=left.pop((j, mode), None))
-                except (ValueError, ArithmeticError) as err:
-                    # a solver that left its domain: the cell stays NaN and untrusted, the map
-                    # goes on
-                    trusted[i, j] = False
-                    notes.append(f"{where}: failed: {type(err).__name__}: {err}")
-                    done += 1
-                    if progress is not None:
-                        progress(done, total, where + " (failed)")
-                    continue
-                for name, (block, key) in _METRICS.items():
-                    entry = result[block] if key is None else (result[block] or {}).get(key)
-                    if entry:
-                        values[name][mode][i, j] = entry["value"]
-                        errors[name][mode][i, j] = _err(entry["mc_err"])
-                # fine-tuning flags, and the pre-training doubts (its fixed point feeds every cell)
-                flags = [f for f in result["flags"] if f.startswith("finetune") or _doubt(f)]
-                if not converged(result) or any(_doubt(f) for f in flags):
-                    trusted[i, j] = False
-                notes += [f"{where}: {f}" for f in flags]
-                done += 1
-                if progress is not None:
-                    progress(done, total, where)
+    for cell in cells:                      # assembled in the grid's order
+        i, j, mode = cell
+        result = outcomes[cell]
+        if isinstance(result, Exception):
+            # a solver that left its domain: the cell stays NaN and untrusted, the map goes on
+            trusted[i, j] = False
+            notes.append(f"{wheres[cell]}: failed: {type(result).__name__}: {result}")
+            continue
+        for name, (block, key) in _METRICS.items():
+            entry = result[block] if key is None else (result[block] or {}).get(key)
+            if entry:
+                values[name][mode][i, j] = entry["value"]
+                errors[name][mode][i, j] = _err(entry["mc_err"])
+        # fine-tuning flags, and the pre-training doubts (its fixed point feeds every cell)
+        flags = [f for f in result["flags"] if f.startswith("finetune") or _doubt(f)]
+        if not converged(result) or any(_doubt(f) for f in flags):
+            trusted[i, j] = False
+        notes += [f"{wheres[cell]}: {f}" for f in flags]
     test, overlap = values["test_error"], values["overlap"]
     test_err, overlap_err = errors["test_error"], errors["overlap"]
     if {"fresh", "reused"} <= set(modes):

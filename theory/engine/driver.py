@@ -44,7 +44,7 @@ from ..fixed_point import damped_fixed_point
 from .settings import BranchResult, Settings, Solution, Start
 
 __all__ = ["solve_branch", "find_branches", "solve", "choose", "repeat_key", "aggregate",
-           "flags_of"]
+           "flags_of", "parallel_map"]
 
 
 def _within(a, b, tol) -> bool:
@@ -88,7 +88,8 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
         return to_it(channel.prior(hats))
 
     def two_phases(x_start, first_full, budget, anderson=settings.anderson, slow=slow):
-        kw = dict(damping=settings.damping, tol=settings.tol, anderson=anderson)
+        kw = dict(damping=settings.damping, tol=settings.tol, anderson=anderson,
+                  anderson_max_step=settings.anderson_max_step)
         x, used, full_first, sol2 = np.asarray(x_start, float), 0, first_full, None
         if settings.phase2_rounds < 1:     # one phase: the map has no warm/full distinction
             st["phase2"], st["full"] = False, full_first
@@ -326,7 +327,7 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
                            cap=settings.repeat_cap(best.iterations))
         return channel.outputs(r_i, d_i), r_i
 
-    done = _parallel_map(repeat, range(1, settings.repeats), settings.workers)
+    done = parallel_map(repeat, range(1, settings.repeats), settings.workers)
     rows = [channel.outputs(best, data)] + [row for row, _ in done]
     results = [best] + [r for _, r in done]
     converged = all(r.converged for r in results)
@@ -347,10 +348,10 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
                     repeat_branches=tuple(results))
 
 
-def _parallel_map(fn, items, workers: int) -> list:
+def parallel_map(fn, items, workers: int) -> list:
     """``[fn(i) for i in items]``, on up to ``workers`` threads when there are several items (the
-    MC repeats: jitted channel calls release the GIL, so two repeats run on two cores; each call
-    is deterministic, so the results do not depend on the threads)."""
+    MC repeats; the chains of a map: jitted calls release the GIL, so two solves run on two
+    cores; each call is deterministic, so the results do not depend on the threads)."""
     items = list(items)
     if workers <= 1 or len(items) <= 1:
         return [fn(i) for i in items]

@@ -29,7 +29,7 @@ class Settings:
     ``tol``, ``damping``, ``max_iter``: the damped/Anderson iteration (theory.max_iter caps each
     branch solve, both phases and the Stein retry together); ``repeats``: MC repeats (independent
     frozen draws, R ≥ 1); ``anderson``, ``stall``, ``phase2_rounds``, ``branch_cap``,
-    ``branch_slow``, ``repeat_cap_factor``: :mod:`theory.solver_constants`; ``stein_retry``: retry
+    ``branch_slow``, ``repeat_cap_factor``, ``anderson_max_step``: :mod:`theory.solver_constants`; ``stein_retry``: retry
     a stalled derivative-form iteration with the Stein forms of the hats (T30);
     ``cold_full_first``: the first map evaluation of a cold start is the full multistart; by
     default it is the warm-only prox from the channel's ``cold_warm`` (the phase-2 full step
@@ -53,6 +53,7 @@ class Settings:
     max_iter: int = 1000
     repeats: int = 1
     anderson: int = C.ANDERSON_MEMORY
+    anderson_max_step: float = C.ANDERSON_MAX_STEP
     stall: int | None = C.STALL_ITERATIONS
     phase2_rounds: int = C.PHASE2_ROUNDS
     branch_cap: int = C.BRANCH_SEARCH_CAP

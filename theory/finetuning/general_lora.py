@@ -51,7 +51,7 @@ import numpy as np
 
 from .. import engine
 from ..config import Config
-from ..solver_constants import RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
+from ..solver_constants import ANDERSON_MAX_STEP_GENERAL, RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
 from ..states import FinetuneState, PretrainState
 from . import noise
 from .lora import LoraBranches, _aggregate, _Setup
@@ -355,7 +355,8 @@ def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = N
     starts = [engine.Start(n, x) for n, x in _initial_points(S)]
     if init is not None:
         starts = [engine.Start("init", np.asarray(init, float))] + starts
-    settings = engine.Settings.from_config(cfg, repeats=repeats)
+    settings = engine.Settings.from_config(cfg, repeats=repeats,
+                                           anderson_max_step=ANDERSON_MAX_STEP_GENERAL)
     sol = engine.solve(GeneralLoraChannel(S), settings, jax.random.PRNGKey(cfg.theory.seed),
                        starts)
     best = sol.best.record
