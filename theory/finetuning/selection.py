@@ -37,6 +37,7 @@ empirical quantile (inside the reported MC error).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -133,17 +134,29 @@ def selected_unit_B(rule: str, key, n: int, T: int, rho: float, *, scale: float,
         sc = smallest_score_scale(np.asarray(B), rho, n_sym(T))
         return B * jnp.asarray(sc)[:, None, None]
     n_pool = int(math.ceil(n / rho))
-    fn = jax.jit(lambda B: score(rule, scale * B, beta))
+    fn = _score_fn(rule, beta)
+    # the n smallest scores of the pool, in increasing order (stable: ties keep the draw order).
+    # Per chunk only the draws below the n-th smallest score seen so far can still be kept, so
+    # the candidates are filtered by that threshold before the (small) sort of the merge.
     kept_B, kept_s = None, None
     for start in range(0, n_pool, POOL_CHUNK):        # loop over memory chunks, not samples
         size = min(POOL_CHUNK, n_pool - start)
         B = goe(jax.random.fold_in(key, start // POOL_CHUNK), (size,), T)
-        s = fn(B)
-        if kept_B is not None:
-            B, s = jnp.concatenate([kept_B, B]), jnp.concatenate([kept_s, s])
-        order = jnp.argsort(s, stable=True)[:n]
+        s = np.asarray(fn(B, scale))
+        if kept_s is not None and kept_s.size >= n:
+            cand = np.flatnonzero(s <= kept_s[n - 1])
+            B, s = jnp.concatenate([kept_B, B[cand]]), np.concatenate([kept_s, s[cand]])
+        elif kept_s is not None:
+            B, s = jnp.concatenate([kept_B, B]), np.concatenate([kept_s, s])
+        order = np.argsort(s, kind="stable")[:n]
         kept_B, kept_s = B[order], s[order]
     return kept_B
+
+
+@functools.lru_cache(maxsize=None)
+def _score_fn(rule: str, beta: float | None):
+    """The jitted score of a rule at scale ``scale`` (one program per rule and β, not per call)."""
+    return jax.jit(lambda B, scale: score(rule, scale * B, beta))
 
 
 def selection_m2(rule: str, T: int, rho: float, *, scale: float, beta: float | None,
@@ -155,6 +168,15 @@ def selection_m2(rule: str, T: int, rho: float, *, scale: float, beta: float | N
         return 1.0
     if rule == "smallest_score":
         return smallest_score_m2(n_sym(T), rho)
-    key = jax.random.PRNGKey(12345) if key is None else key
+    if key is None:        # the default key: a pure function of its arguments, kept
+        return _selection_m2_default(rule, T, float(rho), float(scale), beta, int(n))
     B = selected_unit_B(rule, key, n, T, rho, scale=scale, beta=beta)
+    return float(jnp.mean(jnp.sum(B * B, axis=(-1, -2))) / (T * (T + 1)))
+
+
+@functools.lru_cache(maxsize=256)
+def _selection_m2_default(rule: str, T: int, rho: float, scale: float, beta, n: int) -> float:
+    """:func:`selection_m2` on the fixed key PRNGKey(12345) (the Δ_eff,train of one point is
+    asked for several times: the value and its error propagation)."""
+    B = selected_unit_B(rule, jax.random.PRNGKey(12345), n, T, rho, scale=scale, beta=beta)
     return float(jnp.mean(jnp.sum(B * B, axis=(-1, -2))) / (T * (T + 1)))
