@@ -8,8 +8,9 @@ sample's best minimum changed; if one did, phase 1 resumes from the minima the f
 to ``phase2_rounds`` rounds, then "stalled"; "stalled" at once when a round's phase-1 fixed point
 repeats an earlier round's: a cycle of the minima choices). A stalled derivative-form iteration is retried with
 the Stein forms of the hats from the same start, within the iterations left, and kept only if it
-converges (not when the stalled iteration was latched to the Stein forms already: the hat form
-chosen by a full evaluation is kept by the warm evaluations after it, §9). The last full
+converges — also when the stalled iteration was latched to the Stein forms (the hat form chosen by
+a full evaluation is kept by the warm evaluations after it, §9): the retry uses the Stein forms
+from its first evaluation on, a different map from the latched path's. The last full
 evaluation is the reported one (not repeated). A channel may declare
 the coordinates of the iteration (``to_iter`` / ``from_iter``, :mod:`.channel`).
 
@@ -121,9 +122,7 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
 
     sol = two_phases(to_it(start.x), cold_full, cap)
     stein_retry = False
-    # the retry is skipped when the stalled iteration was latched to the Stein forms by its last
-    # full evaluation: it would iterate the same map again
-    if settings.stein_retry and sol.result == "stalled" and not st["latch"] and \
+    if settings.stein_retry and sol.result == "stalled" and \
             cap - sol.iterations >= 2:
         # the derivative hats jump with the few samples near a fold of the prox; the Stein forms
         # (T30) hold for any measurable prox, jumps included
