@@ -9,17 +9,26 @@ the CLI's ``--set``), printed back as TOML (:meth:`Config.to_toml`) and hashed
 
 Derived quantities that both halves need (``n_pretrain``, ``n_finetune``, the kept fraction ``rho``,
 the fine-tuning noise ``delta_prime``, ...) are properties, so that there is one definition of each.
+
+This module's one job is the whole :class:`Config` (cross-section checks, derived quantities,
+overrides, TOML output, digest), :func:`load_config` and :func:`field_docs`. The pieces live in
+theory/config_fields.py (field rules, :class:`ConfigError`), theory/config_sections.py (the five
+sections, :data:`SELECTION_RULES`) and theory/config_text.py (TOML reading, ``--set`` parsing);
+their public names are re-exported here, so ``from theory.config import ...`` is the import path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from theory.config_fields import ConfigError, _range_text
+from theory.config_sections import SELECTION_RULES, FinetuneConfig, ModelConfig, PretrainConfig, \
+    SimConfig, TheoryConfig, _SECTIONS
+from theory.config_text import _split_key, _toml_value, parse_assignment, read_toml
 
 __all__ = [
     "ConfigError",
@@ -32,262 +41,6 @@ __all__ = [
     "load_config",
     "SELECTION_RULES",
 ]
-
-
-class ConfigError(ValueError):
-    """Invalid configuration value. The message names ``section.field``, the value and the range."""
-
-
-# Rules known to the config; theory/finetuning/selection.py implements them (used by the simulator
-# and the theory alike). A new rule is added there and its name here (README "Adding a selection rule").
-SELECTION_RULES = ("random", "smallest_score", "largest_score", "largest_sensitivity")
-
-
-# --------------------------------------------------------------------------------------------
-# field specifications
-# --------------------------------------------------------------------------------------------
-def _spec(default, kind, *, low=None, high=None, low_open=False, high_open=False,
-          choices=None, optional=False, doc=""):
-    """A dataclass field carrying its validation rule in ``metadata``."""
-    meta = dict(kind=kind, low=low, high=high, low_open=low_open, high_open=high_open,
-                choices=choices, optional=optional, doc=doc)
-    return field(default=default, metadata=meta)
-
-
-def _range_text(meta) -> str:
-    if meta["choices"] is not None:
-        return "one of " + ", ".join(repr(c) for c in meta["choices"])
-    lo, hi = meta["low"], meta["high"]
-    left = "(" if meta["low_open"] else "["
-    right = ")" if meta["high_open"] else "]"
-    lo_s = "-inf" if lo is None else repr(lo)
-    hi_s = "inf" if hi is None else repr(hi)
-    if lo is None:
-        left = "("
-    if hi is None:
-        right = ")"
-    return f"{meta['kind']} in {left}{lo_s}, {hi_s}{right}"
-
-
-def _check_value(section: str, name: str, value: Any, meta: Mapping[str, Any]) -> Any:
-    """Type-check and range-check one value; return it normalised (int -> float for floats)."""
-    where = f"{section}.{name}"
-    kind = meta["kind"]
-    if value is None:
-        if meta["optional"]:
-            return None
-        raise ConfigError(f"{where} = None: a value is required ({_range_text(meta)})")
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} = {value!r}: must be a boolean (true or false)")
-        return value
-    if kind == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} = {value!r}: must be a string, {_range_text(meta)}")
-        if meta["choices"] is not None and value not in meta["choices"]:
-            raise ConfigError(f"{where} = {value!r}: must be {_range_text(meta)}")
-        return value
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise ConfigError(f"{where} = {value!r}: must be an integer ({_range_text(meta)})")
-    elif kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} = {value!r}: must be a number ({_range_text(meta)})")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"{where} = {value!r}: must be finite ({_range_text(meta)})")
-    else:  # pragma: no cover - programming error
-        raise TypeError(kind)
-    lo, hi = meta["low"], meta["high"]
-    if lo is not None and (value < lo or (meta["low_open"] and value == lo)):
-        raise ConfigError(f"{where} = {value!r}: out of range, must be {_range_text(meta)}")
-    if hi is not None and (value > hi or (meta["high_open"] and value == hi)):
-        raise ConfigError(f"{where} = {value!r}: out of range, must be {_range_text(meta)}")
-    return value
-
-
-class _Section:
-    """Mixin: validate every field on construction (frozen dataclasses)."""
-
-    SECTION = ""
-
-    def __post_init__(self):
-        for f in fields(self):
-            if "kind" not in f.metadata:
-                continue
-            checked = _check_value(self.SECTION, f.name, getattr(self, f.name), f.metadata)
-            object.__setattr__(self, f.name, checked)
-        self._check_section()
-
-    def _check_section(self) -> None:
-        """Cross-field checks inside one section (overridden where needed)."""
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]):
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"[{cls.SECTION}] must be a table, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"{cls.SECTION}.{unknown[0]}: unknown field; allowed fields of [{cls.SECTION}] are "
-                + ", ".join(sorted(known)))
-        return cls(**dict(data))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-# --------------------------------------------------------------------------------------------
-# sections
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelConfig(_Section):
-    """Attention layer (M1–M4)."""
-
-    SECTION = "model"
-    T: int = _spec(3, "int", low=2, doc="tokens per sequence")
-    attention: str = _spec("softmax", "str", choices=("softmax", "linear"))
-    beta: float = _spec(1.0, "float", low=0.0, low_open=True, doc="softmax inverse temperature")
-    output: str = _spec("values", "str", choices=("values", "attention"))
-
-
-@dataclass(frozen=True)
-class PretrainConfig(_Section):
-    """Pre-training (M5–M8): n = alpha d^2 sequences, teacher rank kappa0 d, student width kappa d."""
-
-    SECTION = "pretrain"
-    kappa0: float = _spec(1.0, "float", low=0.0, low_open=True)
-    kappa: float = _spec(1.0, "float", low=0.0, low_open=True)
-    alpha: float = _spec(0.1, "float", low=0.0, low_open=True)
-    delta: float = _spec(0.5, "float", low=0.0)
-    lam: float = _spec(0.01, "float", low=0.0)
-    estimator: str = _spec("factorized", "str", choices=("factorized", "direct", "bayes"))
-
-
-@dataclass(frozen=True)
-class FinetuneConfig(_Section):
-    """Rank-one LoRA fine-tuning (M9–M13): n' = alpha d labelled sequences.
-
-    ``delta = None`` means "same as pretrain.delta"; ``pool_alpha = None`` means no pool
-    (kept fraction rho = 1). ``recalibrate`` is a number c > 0, or "optimal" (c = M/Q) or "learned".
-    """
-
-    SECTION = "finetune"
-    alpha: float = _spec(3.0, "float", low=0.0, low_open=True)
-    delta: float | None = _spec(None, "float", low=0.0, optional=True)
-    lam: float = _spec(0.05, "float", low=0.0)
-    q0star: float = _spec(1.0, "float", low=0.0, low_open=True)
-    lora: str = _spec("symmetric", "str", choices=("symmetric", "general"))
-    recalibrate: float | str = 1.0
-    reuse: bool = _spec(False, "bool")
-    reuse_fraction: float = _spec(1.0, "float", low=0.0, high=1.0,
-                                  doc="with reuse = true: fraction e of the n' sequences taken from "
-                                      "the pre-training set (the first round(e n') ones), the rest "
-                                      "fresh (M10)")
-    reuse_noise: str = _spec("same", "str", choices=("same", "fresh"))
-    selection: str = _spec("random", "str", choices=SELECTION_RULES)
-    pool_alpha: float | None = _spec(None, "float", low=0.0, low_open=True, optional=True)
-
-    def _check_section(self) -> None:
-        rc = self.recalibrate
-        if isinstance(rc, str):
-            if rc not in ("optimal", "learned"):
-                raise ConfigError(
-                    f"finetune.recalibrate = {rc!r}: must be a number > 0, 'optimal' or 'learned'")
-        elif isinstance(rc, bool) or not isinstance(rc, (int, float)) or not math.isfinite(rc) \
-                or rc <= 0:
-            raise ConfigError(
-                f"finetune.recalibrate = {rc!r}: must be a number in (0, inf), 'optimal' or 'learned'")
-        else:
-            object.__setattr__(self, "recalibrate", float(rc))
-        if self.pool_alpha is not None and self.alpha > self.pool_alpha:
-            raise ConfigError(
-                f"finetune.pool_alpha = {self.pool_alpha!r}: the kept fraction "
-                f"rho = alpha/pool_alpha = {self.alpha / self.pool_alpha:.4g} must lie in (0, 1], "
-                f"so pool_alpha must be >= finetune.alpha = {self.alpha!r}")
-        if self.selection != "random" and self.pool_alpha is None:
-            raise ConfigError(
-                f"finetune.selection = {self.selection!r} needs finetune.pool_alpha "
-                f"(a number >= finetune.alpha = {self.alpha!r})")
-        if not self.reuse and self.reuse_fraction != 1.0:
-            raise ConfigError(
-                f"finetune.reuse_fraction = {self.reuse_fraction!r} needs finetune.reuse = true "
-                f"(it is the fraction of reused sequences; with reuse = false none is reused)")
-        if self.reuse and (self.pool_alpha is not None or self.selection != "random"):
-            raise ConfigError(
-                "finetune.reuse = true: reused sequences cannot be actively selected; "
-                "set finetune.selection = 'random' and leave finetune.pool_alpha unset")
-
-
-@dataclass(frozen=True)
-class SimConfig(_Section):
-    """Finite-size simulation: dimension, seeds, optimiser restarts and tolerances."""
-
-    SECTION = "sim"
-    d: int = _spec(150, "int", low=4, doc="dimension")
-    seeds: int = _spec(4, "int", low=1, doc="number of seeds (seed, seed+1, ...)")
-    seed: int = _spec(0, "int", low=0, doc="first seed")
-    restarts: int = _spec(8, "int", low=1, doc="LoRA restarts (1 spectral + random)")
-    n_test: int = _spec(0, "int", low=0, doc="test sequences; 0 = automatic (sem < 1%)")
-    pretrain_gtol: float = _spec(1e-6, "float", low=0.0, low_open=True,
-                                 doc="pre-training stationarity: |grad|/(1+|L|) per d^2")
-    finetune_gtol: float = _spec(1e-8, "float", low=0.0, low_open=True,
-                                 doc="fine-tuning stationarity: |grad L'/d|")
-    max_steps: int = _spec(20000, "int", low=1, doc="optimiser iteration cap")
-    backbone: str = _spec("trained", "str", choices=("trained", "equivalent"),
-                          doc="fine-tuning backbone: pre-trained at d ('trained') or its Gaussian "
-                              "equivalent a S0* + R with the theory's (Q, M) ('equivalent', "
-                              "fresh/selected sequences only)")
-    backbone_Q: float | None = _spec(None, "float", low=0.0, low_open=True, optional=True,
-                                     doc="Q of the equivalent backbone (unset: pre-training theory)")
-    backbone_M: float | None = _spec(None, "float", optional=True,
-                                     doc="M of the equivalent backbone (unset: pre-training theory)")
-    surrogate: str = _spec("none", "str", choices=("none", "residual"),
-                           doc="fine-tuning labels: real ('none') or with the residual h(S0*) + xi' - cB "
-                               "replaced by an independent GOE_T(Delta_eff(c)) ('residual', THEORY §10.8)")
-
-
-@dataclass(frozen=True)
-class TheoryConfig(_Section):
-    """Asymptotic solvers: Monte-Carlo size, tolerances, damping, iteration caps."""
-
-    SECTION = "theory"
-    mc_samples: int = _spec(4000, "int", low=100, doc="frozen channel samples per repeat")
-    mc_repeats: int = _spec(3, "int", low=1, doc="independent frozen samples for the MC error")
-    seed: int = _spec(0, "int", low=0)
-    tol: float = _spec(1e-7, "float", low=0.0, low_open=True, doc="fixed-point tolerance")
-    damping: float = _spec(0.5, "float", low=0.0, high=1.0, high_open=True,
-                           doc="weight of the old iterate")
-    max_iter: int = _spec(2000, "int", low=1,
-                          doc="cap on the map evaluations of each RS fixed-point solve: "
-                              "pre-training (both phases together), each fine-tuning branch or "
-                              "MC repeat (both phases and the Stein retry together; a second "
-                              "start's branch search stops at min(30, max_iter), a repeat at "
-                              "min(max_iter, max(100, 4x the first solve))), the Bayes "
-                              "fine-tuning SE and the factorized prior; the scalar Bayes "
-                              "pre-training SE (T22-T23) runs at least 5000")
-    spectral_nodes: int = _spec(600, "int", low=20, doc="quadrature nodes per bulk (T15-T17)")
-    draws: str = _spec("mc", "str", choices=("mc", "qmc"),
-                       doc="frozen Gaussian draws of the LoRA fine-tuning channel (T28, symmetric "
-                           "and general LoRA; not the pre-training nor the T34 reuse channel): "
-                           "'mc' i.i.d. normal, 'qmc' scrambled Sobol points mapped to normals "
-                           "(an independent Owen scrambling per MC repeat, so the error bar is "
-                           "the spread of randomised replicates, as for 'mc'); measured: linear "
-                           "sigma at N = 4096 6-9x smaller spread, softmax no gain "
-                           "(benchmarks/README.md); keep N/2 a power of 2")
-
-
-_SECTIONS: dict[str, type[_Section]] = {
-    "model": ModelConfig,
-    "pretrain": PretrainConfig,
-    "finetune": FinetuneConfig,
-    "sim": SimConfig,
-    "theory": TheoryConfig,
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,71 +216,6 @@ class Config:
 DIGEST_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("theory", "draws"): "mc",
 }
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def _split_key(dotted: str) -> tuple[str, str]:
-    parts = dotted.split(".")
-    if len(parts) != 2 or parts[0] not in _SECTIONS:
-        raise ConfigError(f"{dotted!r}: expected section.field with section in "
-                          + ", ".join(_SECTIONS))
-    section, name = parts
-    allowed = {f.name for f in fields(_SECTIONS[section])}
-    if name not in allowed:
-        raise ConfigError(f"{dotted}: unknown field; allowed fields of [{section}] are "
-                          + ", ".join(sorted(allowed)))
-    return section, name
-
-
-def parse_assignment(text: str) -> tuple[tuple[str, str], Any]:
-    """Parse ``section.field=value``: the value is read as a TOML value; a bare word that is not
-    valid TOML (``optimal``) is taken as a string; ``none``/``null`` unsets an optional field."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected section.field=value")
-    key, raw = text.split("=", 1)
-    key = _split_key(key.strip())
-    raw = raw.strip()
-    if raw.lower() in ("none", "null"):
-        return key, None
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key, value
-
-
-def read_toml(path: str | Path, what: str, error: type[Exception]) -> dict:
-    """Parse the TOML file at ``path``; any failure raises ``error`` naming ``what`` and path."""
-    path = Path(path)
-    where = f"{what} {str(path)!r}"
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise error(f"{where} does not exist") from None
-    except IsADirectoryError:
-        raise error(f"{where} is a directory, not a file") from None
-    except PermissionError:
-        raise error(f"{where} cannot be read (permission denied)") from None
-    except OSError as err:
-        raise error(f"{where} cannot be read: {err.strerror or err}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise error(f"{where} is not UTF-8 text (byte {err.start}: {err.reason}); "
-                    "TOML files must be UTF-8") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise error(f"{where} is not valid TOML: {err}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
