@@ -554,3 +554,74 @@ def test_every_start_on_every_repeat_reports_an_unconverged_branch():
     assert [s["converged"] for s in sol.starts] == [True, False]
     assert sol.result == "branch_unconverged" and not sol.converged
     assert sol.flags[0] == "toy fixed point not converged"
+
+
+def test_a_stein_retry_that_reaches_a_state_of_the_stalled_pass_stops():
+    """A stalled pass latched to the Stein forms (a full evaluation saw several minima) is
+    retried with the Stein forms from its start; when a round of the retry reaches a phase-1
+    fixed point of the stalled pass, it would retrace that pass to its stall, so the retry stops
+    there ("stalled"; the reported point is the stalled pass's, as without the rule)."""
+    class LatchedCycle(Toy):      # each full evaluation flips the choice and sees two minima
+        choice = 1.0
+
+        def means(self, x, warm, data, full):
+            out, w = super().means(x, warm, data, full)
+            if full:
+                self.choice = -self.choice
+            return dict(out, t=out["t"] + 1e-3 * self.choice, multimin=float(full)), w
+
+        def hats(self, x, means, force_stein):
+            return (means["t"],), bool(force_stein or means["multimin"])
+
+    toy = LatchedCycle()
+    b = engine.solve_branch(toy, toy.draws(KEY), STARTS[0], SET)
+    assert b.result == "stalled" and not b.stein_retry
+    # first pass: the cold start's warm call, 2 full steps, then its cycle; the retry: its first
+    # (full) call lands on one of the two states of the cycle, then the reported evaluation —
+    # without the rule the retry would take its own 2 full steps to see its cycle
+    assert sum(toy.calls) <= 4
+
+
+def test_repeats_without_a_neighbour_start_with_the_full_multistart():
+    """An MC repeat started at the solved point (no neighbour to continue) evaluates the full
+    multistart map first: the minima of the solved point, not the cold warm-only iteration."""
+    class Spy(Toy):
+        seen = []
+
+        def means(self, x, warm, data, full):
+            self.seen.append((float(data[0]), full))
+            return Toy.means(self, x, warm, data, full)
+
+    toy = Spy()
+    settings = engine.Settings(tol=1e-10, damping=0.3, max_iter=500, repeats=3, workers=1)
+    engine.solve(toy, settings, KEY, STARTS)
+    first_of = {}
+    for d0, full in toy.seen:
+        first_of.setdefault(d0, full)
+    assert len(first_of) == 3
+    first_draws = float(toy.draws(KEY)[0])
+    assert first_of.pop(first_draws) is False          # the cold branch: warm-only first
+    assert all(first_of.values())                      # the two repeats: full first
+
+
+@pytest.mark.parametrize("h_prev", [0.04, -0.05])
+def test_speculative_repeats_give_the_numbers_of_the_sequential_protocol(monkeypatch, h_prev):
+    """Along a curve the continued MC repeats run beside the branch search (``SPECULATE``); they
+    are kept only when the selected branch keeps the neighbour's label and within the repeat
+    cap, so the numbers are those of the repeats run after the search, to the last bit. h_prev
+    = −0.05: the neighbour selected the "minus" branch, the point selects "plus" (the label
+    changes, so the speculative repeats are discarded and solved again from the point)."""
+    from theory.engine import driver
+
+    settings = engine.Settings(tol=1e-10, damping=0.3, max_iter=500, repeats=3, workers=2)
+    prev = engine.solve(Toy(h=h_prev), settings, KEY, STARTS)
+    runs = {}
+    for spec in (False, True):
+        monkeypatch.setattr(driver, "SPECULATE", spec)
+        runs[spec] = engine.solve(Toy(h=0.05), settings, KEY, STARTS, previous=prev)
+    a, b = runs[False], runs[True]
+    assert [r["x"] for r in a.repeats] == [r["x"] for r in b.repeats]
+    assert a.metrics == b.metrics and a.mc_err == b.mc_err
+    assert a.stats["repeat_iterations"] == b.stats["repeat_iterations"]
+    assert a.best.record["label"] == "plus"
+    assert (prev.best.record["label"] == "plus") == (h_prev > 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from importlib import metadata
@@ -10,7 +11,10 @@ from pathlib import Path
 __all__ = ["provenance"]
 
 
+@functools.lru_cache(maxsize=1)
 def _git_commit() -> str:
+    """The checkout's commit when first asked (once per process: the code a process runs is the
+    code it imported, so a later commit or edit of the checkout does not describe its numbers)."""
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,

@@ -10,7 +10,9 @@ repeats an earlier round's: a cycle of the minima choices). A stalled derivative
 the Stein forms of the hats from the same start, within the iterations left, and kept only if it
 converges — also when the stalled iteration was latched to the Stein forms (the hat form chosen by
 a full evaluation is kept by the warm evaluations after it, §9): the retry uses the Stein forms
-from its first evaluation on, a different map from the latched path's. The last full
+from its first evaluation on, a different map from the latched path's until its first full
+evaluation, so a retry round that reaches a phase-1 fixed point of a latched stalled pass stops
+("stalled": it would retrace that pass). The last full
 evaluation is the reported one (not repeated). A channel may declare
 the coordinates of the iteration (``to_iter`` / ``from_iter``, :mod:`.channel`).
 
@@ -18,7 +20,9 @@ Global solution (:func:`solve`): branches from every start (the first gets the w
 others ``branch_cap`` iterations and stop as "slow" once their residual rate says they cannot
 converge; an unconverged search is dropped); the reported branch has the lowest free energy (the
 channel's ``objective``: φ at the saddle, T31); MC repeats re-solve it on independent frozen draws
-from the solved point (cap ``Settings.repeat_cap``); the per-repeat rows are averaged with errors
+from the solved point (cap ``Settings.repeat_cap``; their first evaluation the full multistart,
+``Start.full_first``), or, along a curve, from the neighbour's repeats — then beside the branch
+search, on the other threads (:func:`solve`); the per-repeat rows are averaged with errors
 (:func:`aggregate`); flags: not converged, Stein retries, RS doubtful, several fixed points.
 
 Stability (channels with the optional ``stability(x, data) -> (slope, kick)`` hook, e.g. the
@@ -36,16 +40,22 @@ Bayes protocol: maximal free entropy = minimal objective −Φ).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..fixed_point import damped_fixed_point
+from .repeats import aggregate, parallel_map, repeat_key
 from .settings import BranchResult, Settings, Solution, Start
 
 __all__ = ["solve_branch", "find_branches", "solve", "choose", "repeat_key", "aggregate",
            "flags_of", "parallel_map"]
+
+
+#: run the continued MC repeats of a curve point beside its branch search (:func:`solve`);
+#: False: after it (the same numbers, tests/test_engine.py)
+SPECULATE = True
 
 
 def _within(a, b, tol) -> bool:
@@ -59,7 +69,7 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
     :class:`BranchResult`, or None for an unconverged search with ``discard_unconverged``."""
     t0 = time.perf_counter()
     cap = settings.max_iter if cap is None else int(cap)
-    cold_full = start.warm is None and settings.cold_full_first
+    cold_full = start.warm is None and (settings.cold_full_first or start.full_first)
     st = dict(warm=channel.cold_warm(data) if start.warm is None else start.warm,
               full=cold_full, phase2=False, stein=False, latch=False, last=None)
 
@@ -88,7 +98,8 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             st["latch"] = stein
         return to_it(channel.prior(hats))
 
-    def two_phases(x_start, first_full, budget, anderson=settings.anderson, slow=slow):
+    def two_phases(x_start, first_full, budget, anderson=settings.anderson, slow=slow,
+                   rounds=None, seen=()):
         kw = dict(damping=settings.damping, tol=settings.tol, anderson=anderson,
                   anderson_max_step=settings.anderson_max_step)
         x, used, full_first, sol2 = np.asarray(x_start, float), 0, first_full, None
@@ -96,7 +107,9 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             st["phase2"], st["full"] = False, full_first
             return damped_fixed_point(step, x, max_iter=max(budget, 1), stall=settings.stall,
                                       slow=slow, **kw)
-        rounds = []                        # the phase-1 fixed point of every round
+        # the phase-1 fixed point of every round (the caller's list, to pass to a retry as
+        # ``seen``)
+        rounds = [] if rounds is None else rounds
         for _ in range(settings.phase2_rounds):
             st["phase2"], st["full"] = False, full_first
             sol1 = damped_fixed_point(step, x, max_iter=max(budget - used - 1, 1),
@@ -109,7 +122,10 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             # further round repeats the cycle — the "stalled" of the last round, rounds earlier
             # (the recurrences seen are exact to ≈ 1e-9 at tol = 1e-7: the same warm-started
             # path; the cycles are 1e-3 wide, e.g. q at the MODEL.md §6 default, MC repeat 1)
-            if any(_within(sol1.value, r, settings.tol) for r in rounds[:-1]):
+            # ``seen``: the rounds of the stalled pass a Stein retry follows; reaching one of its
+            # phase-1 fixed points (to tol) is reaching its state (the same x, hence the same
+            # per-sample minima), so the retry would repeat that pass's path to its stall
+            if any(_within(sol1.value, r, settings.tol) for r in (*seen, *rounds[:-1])):
                 return dataclasses.replace(sol1, result="stalled", iterations=used)
             rounds.append(np.asarray(sol1.value, float))
             st["phase2"] = st["full"] = True
@@ -120,14 +136,16 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             x, full_first = sol2.value, False
         return dataclasses.replace(sol2, result="stalled", iterations=used)
 
-    sol = two_phases(to_it(start.x), cold_full, cap)
+    first_rounds: list = []
+    sol = two_phases(to_it(start.x), cold_full, cap, rounds=first_rounds)
     stein_retry = False
     if settings.stein_retry and sol.result == "stalled" and \
             cap - sol.iterations >= 2:
         # the derivative hats jump with the few samples near a fold of the prox; the Stein forms
         # (T30) hold for any measurable prox, jumps included
         st["stein"] = True
-        retry = two_phases(to_it(start.x), True, cap - sol.iterations)
+        retry = two_phases(to_it(start.x), True, cap - sol.iterations,
+                           seen=tuple(first_rounds) if st["latch"] else ())
         if retry.converged:
             sol = dataclasses.replace(retry, iterations=sol.iterations + retry.iterations)
             stein_retry = True
@@ -227,21 +245,6 @@ def find_branches(channel, data, starts, settings: Settings) -> list[BranchResul
     return found
 
 
-def aggregate(rows) -> tuple[dict, dict]:
-    """Mean of each metric over the R repeat rows and its MC error: the spread over repeats
-    (std/√R, None when R = 1: unknown, never 0) ⊕ the within-draw error ``_se`` of sampled
-    formulas (√(mean se²/R))."""
-    R = len(rows)
-    keys = [k for k in rows[0] if k != "_se"]
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-    err = {k: (float(np.std([r[k] for r in rows], ddof=1) / math.sqrt(R)) if R > 1 else None)
-           for k in keys}
-    for k in rows[0].get("_se", {}):
-        within = math.sqrt(np.mean([r["_se"][k] ** 2 for r in rows]) / R)
-        err[k] = math.sqrt(err[k] ** 2 + within ** 2) if err[k] is not None else None
-    return mean, err
-
-
 def flags_of(channel, converged: bool, best: dict, n_found: int, stein_retries: int,
              stable: bool = True) -> list:
     """The warnings a solution carries (never a silent doubtful answer)."""
@@ -278,14 +281,6 @@ def choose(branches, stable=lambda b: b.stable, objective=lambda b: b.record["ob
     return next((i for i in order if stable(branches[i])), order[0])
 
 
-def repeat_key(key, i: int):
-    """The key of MC repeat ``i`` (THEORY.md §9): repeat 0 draws from ``key`` itself, repeat
-    i > 0 from ``fold_in(key, i)`` — the one rule for every solver and curve."""
-    import jax
-
-    return key if i == 0 else jax.random.fold_in(key, i)
-
-
 def solve(channel, settings: Settings, key, starts, *, previous: Solution | None = None) -> Solution:
     """Global RS solution of ``channel``: branches from ``starts`` (a sequence of
     :class:`Start`) on the draws of ``key``, the lowest free energy (among the stable branches)
@@ -311,20 +306,52 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
     if previous is not None:
         b = previous.best
         starts = [Start("continued", b.x, warm=b.warm, continuation=True)] + list(starts)
-    found = find_branches(channel, data, starts, settings)
-    best = next((b for b in found if b.stable), found[0])       # = choose(found)
+
+    def continued(i, label):
+        """Repeat i's start from the neighbour's solution on the same draws, if that solved the
+        branch ``label`` (None otherwise)."""
+        if previous is None or i >= len(previous.repeat_branches):
+            return None
+        r_prev = previous.repeat_branches[i]
+        if r_prev.result == "nonfinite" or channel.label(r_prev.record) != label:
+            return None
+        return Start("repeat", r_prev.x, warm=r_prev.warm)
+
+    def run_repeat(i, start, cap):
+        d_i = channel.draws(repeat_key(key, i))
+        r_i = solve_branch(channel, d_i, start, settings, cap=cap)
+        return channel.outputs(r_i, d_i), r_i
+
+    # speculation along a curve: the repeats that continue from the neighbour when the selected
+    # branch keeps the neighbour's label run on the other threads while the branches are
+    # searched, with the whole cap; each is kept when the label is kept and it used no more
+    # iterations than its cap (then it is the run the cap would have given: every solve is
+    # deterministic and a cap only cuts a path), otherwise solved again below
+    label0 = None if previous is None else previous.best.record["label"]
+    todo = {i: s for i in range(1, settings.repeats)
+            if SPECULATE and settings.workers > 1 and (s := continued(i, label0)) is not None}
+    pool = ThreadPoolExecutor(max_workers=max(1, min(settings.workers - 1, len(todo)))) \
+        if todo else None
+    try:
+        spec = {i: pool.submit(run_repeat, i, s, settings.max_iter) for i, s in todo.items()}
+        found = find_branches(channel, data, starts, settings)
+        best = next((b for b in found if b.stable), found[0])       # = choose(found)
+        cap = settings.repeat_cap(best.iterations)
+        kept = {}
+        if best.record["label"] == label0:
+            for i, fut in spec.items():
+                row, r_i = fut.result()
+                if r_i.iterations <= cap:
+                    kept[i] = (row, r_i)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def repeat(i):
-        d_i = channel.draws(repeat_key(key, i))
-        start = Start("repeat", best.x)
-        if previous is not None and i < len(previous.repeat_branches):
-            r_prev = previous.repeat_branches[i]
-            if r_prev.result != "nonfinite" and \
-                    channel.label(r_prev.record) == best.record["label"]:
-                start = Start("repeat", r_prev.x, warm=r_prev.warm)
-        r_i = solve_branch(channel, d_i, start, settings,
-                           cap=settings.repeat_cap(best.iterations))
-        return channel.outputs(r_i, d_i), r_i
+        if i in kept:
+            return kept[i]
+        start = continued(i, best.record["label"]) or Start("repeat", best.x, full_first=True)
+        return run_repeat(i, start, cap)
 
     done = parallel_map(repeat, range(1, settings.repeats), settings.workers)
     rows = [channel.outputs(best, data)] + [row for row, _ in done]
@@ -345,16 +372,3 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
                     branches=tuple(b.record for b in found), repeats=tuple(rows),
                     metrics=metrics, mc_err=err, flags=tuple(flags), stats=stats,
                     repeat_branches=tuple(results))
-
-
-def parallel_map(fn, items, workers: int) -> list:
-    """``[fn(i) for i in items]``, on up to ``workers`` threads when there are several items (the
-    MC repeats; the chains of a map: jitted calls release the GIL, so two solves run on two
-    cores; each call is deterministic, so the results do not depend on the threads)."""
-    items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        return [fn(i) for i in items]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))

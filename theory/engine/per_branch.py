@@ -1,7 +1,7 @@
 """Every start a branch on every repeat (``Settings.repeats_per_branch``): the protocol of the
 Bayes fine-tuning SE (T39), where branches are compared by their repeat means (common random
 numbers) and the choice needs the stability of every repeat. The per-branch solve, the choice
-(:func:`.driver.choose`) and the aggregation (:func:`.driver.aggregate`) are the driver's."""
+(:func:`.driver.choose`) and the aggregation (:func:`.repeats.aggregate`) are the driver's."""
 
 from __future__ import annotations
 

@@ -22,6 +22,21 @@ from ..prox import jacobi_eigh, multistart_prox, sym_inverse
 # frozen draws and channel data
 # ------------------------------------------------------------------------------------------------
 def _draws(key, n: int, T: int, sampling: str = "mc") -> dict:
+    """:func:`_unit_draws`, memoised by (key, n, T, sampling): a curve draws the same frozen
+    numbers at every point (its MC repeats' keys are fixed), and jax arrays are immutable."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):     # typed keys: not memoised
+        return _unit_draws(key, n, T, sampling)
+    raw = np.asarray(key)
+    return dict(_draws_cached(raw.tobytes(), str(raw.dtype), n, T, sampling))
+
+
+@functools.lru_cache(maxsize=16)
+def _draws_cached(key_bytes: bytes, key_dtype: str, n: int, T: int, sampling: str) -> dict:
+    key = jnp.asarray(np.frombuffer(key_bytes, dtype=key_dtype))
+    return _unit_draws(key, n, T, sampling)
+
+
+def _unit_draws(key, n: int, T: int, sampling: str = "mc") -> dict:
     """Frozen common random numbers of T28 (unit variances); η is antithetic (second half −first).
 
     ``sampling = "qmc"``: the n/2 base points are a scrambled Sobol sequence (scipy.stats.qmc,
