@@ -583,14 +583,19 @@ def test_a_stein_retry_that_reaches_a_state_of_the_stalled_pass_stops():
 
 
 def test_repeats_without_a_neighbour_start_with_the_full_multistart():
-    """An MC repeat started at the solved point (no neighbour to continue) evaluates the full
-    multistart map first: the minima of the solved point, not the cold warm-only iteration."""
+    """An MC repeat started at the solved point (no neighbour to continue) where samples had
+    several minima evaluates the full multistart map first: the minima of the solved point, not
+    the cold warm-only iteration (without multiple minima: warm-only first, one full call
+    saved)."""
     class Spy(Toy):
         seen = []
 
         def means(self, x, warm, data, full):
             self.seen.append((float(data[0]), full))
             return Toy.means(self, x, warm, data, full)
+
+        def record(self, x, hats, means, stein):     # samples with several minima
+            return dict(Toy.record(self, x, hats, means, stein), frac_multimin=0.01)
 
     toy = Spy()
     settings = engine.Settings(tol=1e-10, damping=0.3, max_iter=500, repeats=3, workers=1)
@@ -602,6 +607,9 @@ def test_repeats_without_a_neighbour_start_with_the_full_multistart():
     first_draws = float(toy.draws(KEY)[0])
     assert first_of.pop(first_draws) is False          # the cold branch: warm-only first
     assert all(first_of.values())                      # the two repeats: full first
+    # no samples with several minima (no frac_multimin): the repeats start warm-only
+    assert engine.driver.repeat_start(engine.solve(Toy(), settings, KEY, STARTS).best).full_first \
+        is False
 
 
 @pytest.mark.parametrize("h_prev", [0.04, -0.05])

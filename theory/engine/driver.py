@@ -11,8 +11,9 @@ the Stein forms of the hats from the same start, within the iterations left, and
 converges — also when the stalled iteration was latched to the Stein forms (the hat form chosen by
 a full evaluation is kept by the warm evaluations after it, §9): the retry uses the Stein forms
 from its first evaluation on, a different map from the latched path's until its first full
-evaluation, so a retry round that reaches a phase-1 fixed point of a latched stalled pass stops
-("stalled": it would retrace that pass). The last full
+evaluation, so a retry round that reaches a phase-1 fixed point of the stalled pass from which
+that pass iterated the Stein forms to its end stops ("stalled": it would retrace the pass,
+:func:`_retraced`). The last full
 evaluation is the reported one (not repeated). A channel may declare
 the coordinates of the iteration (``to_iter`` / ``from_iter``, :mod:`.channel`).
 
@@ -107,8 +108,9 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             st["phase2"], st["full"] = False, full_first
             return damped_fixed_point(step, x, max_iter=max(budget, 1), stall=settings.stall,
                                       slow=slow, **kw)
-        # the phase-1 fixed point of every round (the caller's list, to pass to a retry as
-        # ``seen``)
+        # the phase-1 fixed point of every round, and whether the round iterated the Stein
+        # forms throughout (phase 1 latched, and its full step latched again): the caller's
+        # list, from which a retry's ``seen`` is made (:func:`_retraced`)
         rounds = [] if rounds is None else rounds
         for _ in range(settings.phase2_rounds):
             st["phase2"], st["full"] = False, full_first
@@ -125,11 +127,13 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             # ``seen``: the rounds of the stalled pass a Stein retry follows; reaching one of its
             # phase-1 fixed points (to tol) is reaching its state (the same x, hence the same
             # per-sample minima), so the retry would repeat that pass's path to its stall
-            if any(_within(sol1.value, r, settings.tol) for r in (*seen, *rounds[:-1])):
+            if any(_within(sol1.value, r, settings.tol)
+                   for r in (*seen, *(v for v, _ in rounds[:-1]))):
                 return dataclasses.replace(sol1, result="stalled", iterations=used)
-            rounds.append(np.asarray(sol1.value, float))
+            latched = st["latch"]
             st["phase2"] = st["full"] = True
             sol2 = damped_fixed_point(step, sol1.value, max_iter=1, **kw)
+            rounds.append((np.asarray(sol1.value, float), latched and st["latch"]))
             used += 1
             if sol2.converged:
                 return dataclasses.replace(sol2, iterations=used)
@@ -145,7 +149,7 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
         # (T30) hold for any measurable prox, jumps included
         st["stein"] = True
         retry = two_phases(to_it(start.x), True, cap - sol.iterations,
-                           seen=tuple(first_rounds) if st["latch"] else ())
+                           seen=_retraced(first_rounds))
         if retry.converged:
             sol = dataclasses.replace(retry, iterations=sol.iterations + retry.iterations)
             stein_retry = True
@@ -178,6 +182,20 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
                         residual=float(sol.residual), seconds=record["seconds"],
                         stein_retry=stein_retry, warm=st["warm"],
                         slope=None if slope is None else float(slope))
+
+
+def _retraced(rounds) -> tuple:
+    """The phase-1 fixed points of a stalled pass from which a Stein retry would retrace it: the
+    rounds k such that every round from k to the end iterated the Stein forms (latched in phase
+    1 and at its full step). From such a state (the same x to tol, hence the same per-sample
+    minima) the retry's map — Stein forms throughout — is the pass's map, so it would repeat the
+    pass to its stall; from the other rounds the pass used the derivative forms somewhere."""
+    out = []
+    for value, stein_round in reversed(rounds):
+        if not stein_round:
+            break
+        out.append(value)
+    return tuple(out)
 
 
 def _escape(channel, data, two_phases, sol, x_fp, slope, kick, settings: Settings, cap: int,
@@ -281,6 +299,15 @@ def choose(branches, stable=lambda b: b.stable, objective=lambda b: b.record["ob
     return next((i for i in order if stable(branches[i])), order[0])
 
 
+def repeat_start(best: BranchResult) -> Start:
+    """The start of an MC repeat at the point ``best`` solved on other draws: its order
+    parameters; the first evaluation the full multistart when some samples had several minima
+    there (``frac_multimin`` > 0 in its record: the warm-only iteration from the cold per-sample
+    starts may then first converge to another fixed point, THEORY.md §9), warm-only otherwise
+    (one full evaluation saved where every sample has one minimum)."""
+    return Start("repeat", best.x, full_first=bool(best.record.get("frac_multimin", 0.0) > 0.0))
+
+
 def solve(channel, settings: Settings, key, starts, *, previous: Solution | None = None) -> Solution:
     """Global RS solution of ``channel``: branches from ``starts`` (a sequence of
     :class:`Start`) on the draws of ``key``, the lowest free energy (among the stable branches)
@@ -350,7 +377,7 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
     def repeat(i):
         if i in kept:
             return kept[i]
-        start = continued(i, best.record["label"]) or Start("repeat", best.x, full_first=True)
+        start = continued(i, best.record["label"]) or repeat_start(best)
         return run_repeat(i, start, cap)
 
     done = parallel_map(repeat, range(1, settings.repeats), settings.workers)

@@ -100,10 +100,10 @@ class Start:
     #: like its branch's label is not solved again (:func:`theory.engine.driver.find_branches`)
     continuation: bool = False
     #: the first map evaluation is the full multistart even without a warm start (an MC
-    #: repeat started at the point solved on other draws: there the multistart picks the minima
-    #: of that point at once, whereas the warm-only map from the channel's ``cold_warm`` may first
-    #: converge to another fixed point — measured at the softmax default α′ = 1: 40–50 warm
-    #: iterations per repeat to a point with q 30 % low, benchmarks/README.md, step 8)
+    #: repeat started at a point solved on other draws where samples had several minima,
+    #: :func:`theory.engine.driver.repeat_start`: the multistart picks the minima of that point
+    #: at once, whereas the warm-only map from the channel's ``cold_warm`` may first converge to
+    #: another fixed point — softmax default, α′ = 1: 47 warm iterations to q = 0.81, THEORY.md §9)
     full_first: bool = False
 
 
