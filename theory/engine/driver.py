@@ -72,7 +72,7 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
     cap = settings.max_iter if cap is None else int(cap)
     cold_full = start.warm is None and (settings.cold_full_first or start.full_first)
     st = dict(warm=channel.cold_warm(data) if start.warm is None else start.warm,
-              full=cold_full, phase2=False, stein=False, latch=False, last=None)
+              full=cold_full, phase2=False, stein=False, latch=False, last=None, end=None)
 
     def evaluate(x, full):
         xs = channel.sanitize(x)
@@ -112,12 +112,13 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
         # forms throughout (phase 1 latched, and its full step latched again): the caller's
         # list, from which a retry's ``seen`` is made (:func:`_retraced`)
         rounds = [] if rounds is None else rounds
-        for _ in range(settings.phase2_rounds):
+        for index in range(settings.phase2_rounds):
             st["phase2"], st["full"] = False, full_first
             sol1 = damped_fixed_point(step, x, max_iter=max(budget - used - 1, 1),
                                       stall=settings.stall, slow=slow, **kw)
             used += sol1.iterations
             if not sol1.converged or budget - used < 1:
+                st["end"] = "phase 1"
                 return dataclasses.replace(sol1, iterations=used)
             # a cycle: this round's phase-1 fixed point is an earlier round's (not the last
             # one's) to tol, so the full step would choose the same minima again and every
@@ -127,8 +128,9 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             # ``seen``: the rounds of the stalled pass a Stein retry follows; reaching one of its
             # phase-1 fixed points (to tol) is reaching its state (the same x, hence the same
             # per-sample minima), so the retry would repeat that pass's path to its stall
-            if any(_within(sol1.value, r, settings.tol)
-                   for r in (*seen, *(v for v, _ in rounds[:-1]))):
+            if any(_within(sol1.value, v, settings.tol) for k, v in seen if index >= k) or \
+                    any(_within(sol1.value, v, settings.tol) for v, _ in rounds[:-1]):
+                st["end"] = "cycle"
                 return dataclasses.replace(sol1, result="stalled", iterations=used)
             latched = st["latch"]
             st["phase2"] = st["full"] = True
@@ -138,6 +140,7 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             if sol2.converged:
                 return dataclasses.replace(sol2, iterations=used)
             x, full_first = sol2.value, False
+        st["end"] = "rounds"
         return dataclasses.replace(sol2, result="stalled", iterations=used)
 
     first_rounds: list = []
@@ -147,14 +150,17 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             cap - sol.iterations >= 2:
         # the derivative hats jump with the few samples near a fold of the prox; the Stein forms
         # (T30) hold for any measurable prox, jumps included
+        first_state = dict(st)
         st["stein"] = True
         retry = two_phases(to_it(start.x), True, cap - sol.iterations,
-                           seen=_retraced(first_rounds))
+                           seen=_retraced(first_rounds, st["end"]))
         if retry.converged:
             sol = dataclasses.replace(retry, iterations=sol.iterations + retry.iterations)
             stein_retry = True
         else:
-            st["stein"] = False
+            # the stalled pass is reported: its per-sample minima and hat forms, not the
+            # failed retry's (the reported evaluation below starts from them)
+            st.update(first_state)
     slope = None
     if getattr(channel, "stability", None) is not None:
         x_fp = channel.sanitize(from_it(sol.value))
@@ -184,17 +190,23 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
                         slope=None if slope is None else float(slope))
 
 
-def _retraced(rounds) -> tuple:
-    """The phase-1 fixed points of a stalled pass from which a Stein retry would retrace it: the
-    rounds k such that every round from k to the end iterated the Stein forms (latched in phase
-    1 and at its full step). From such a state (the same x to tol, hence the same per-sample
-    minima) the retry's map — Stein forms throughout — is the pass's map, so it would repeat the
-    pass to its stall; from the other rounds the pass used the derivative forms somewhere."""
+def _retraced(rounds, end: str) -> tuple:
+    """The rounds (k, phase-1 fixed point) of a stalled pass from which a Stein retry would
+    retrace it: those k such that every round from k to the end iterated the Stein forms
+    (latched in phase 1 and at its full step). From such a state (the same x to tol, hence the
+    same per-sample minima) the retry's map — Stein forms throughout — is the pass's map, and
+    its budget is smaller, so it cannot converge: after a pass that ended in a cycle (``end``
+    "cycle": the path is periodic) or a stalled phase 1 ("phase 1") from any of its rounds; after
+    a pass that used up its rounds ("rounds") only at a retry round ≥ k (then the retry has no
+    more rounds left than the pass had from k; the entries are (k, value), matched at retry
+    rounds ≥ k, with k = 0 meaning any round). From the other rounds the pass used the
+    derivative forms somewhere."""
     out = []
-    for value, stein_round in reversed(rounds):
+    for k in range(len(rounds) - 1, -1, -1):
+        value, stein_round = rounds[k]
         if not stein_round:
             break
-        out.append(value)
+        out.append((k if end == "rounds" else 0, value))
     return tuple(out)
 
 
