@@ -21,7 +21,8 @@ def test_optimal_pretraining_linear_c1_optima_coincide():
     """Linear σ, c = 1: Δ_eff = Δ′/2 + mse and the pre-training test error is T(T+1)(mse + Δ/2)
     (T11, T25), and the fine-tuning error increases with Δ_eff, so the λ minimising the
     pre-training test error, the mse and the fine-tuning test error are the same point (up to
-    the golden-section resolution of the search: 8 steps on a bracket of two grid cells)."""
+    the resolution of the refinement: that of 8 golden-section steps on a bracket of two grid
+    cells, which the Brent refinement reaches or beats)."""
     cfg = load_config(None, LINEAR)
     result = opt.optimize_pretraining(cfg, over=["pretrain.lam"], grid_points=7, refine_steps=8)
     lam = {c: result.best[c]["choice"]["pretrain.lam"] for c in opt.CRITERIA}
