@@ -588,7 +588,9 @@ def test_repeats_without_a_neighbour_start_with_the_full_multistart():
     the cold warm-only iteration (without multiple minima: warm-only first, one full call
     saved)."""
     class Spy(Toy):
-        seen = []
+        def __init__(self):
+            super().__init__()
+            self.seen = []
 
         def means(self, x, warm, data, full):
             self.seen.append((float(data[0]), full))
@@ -633,3 +635,6 @@ def test_speculative_repeats_give_the_numbers_of_the_sequential_protocol(monkeyp
     assert a.stats["repeat_iterations"] == b.stats["repeat_iterations"]
     assert a.best.record["label"] == "plus"
     assert (prev.best.record["label"] == "plus") == (h_prev > 0)
+    # the speculative runs were used where the label is kept, discarded where it changes
+    assert a.stats["speculative_repeats_kept"] == 0
+    assert b.stats["speculative_repeats_kept"] == (2 if h_prev > 0 else 0)

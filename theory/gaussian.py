@@ -10,10 +10,36 @@ are simply a fixed key.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["goe", "n_sym", "sym_to_vec", "vec_to_sym", "frobenius_inner"]
+__all__ = ["goe", "n_sym", "sym_to_vec", "vec_to_sym", "frobenius_inner", "memoize_by_key"]
+
+
+def memoize_by_key(maxsize: int):
+    """Decorator: memoise a pure function ``fn(key, *args)`` of a raw jax.random key (uint32
+    array) and hashable arguments — frozen draws that a curve asks for at every point. The key is
+    hashed by its bytes; a typed key (``jax.random.key``) is not memoised. The cached value is
+    returned as is: it must be immutable (jax arrays, read-only numpy arrays) or copied by the
+    caller."""
+    def wrap(fn):
+        @functools.lru_cache(maxsize=maxsize)
+        def cached(key_bytes: bytes, key_dtype: str, args: tuple):
+            return fn(jnp.asarray(np.frombuffer(key_bytes, dtype=key_dtype)), *args)
+
+        @functools.wraps(fn)
+        def call(key, *args):
+            if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+                return fn(key, *args)
+            raw = np.asarray(key)
+            return cached(raw.tobytes(), str(raw.dtype), args)
+
+        call.cache_clear = cached.cache_clear
+        return call
+    return wrap
 
 
 def n_sym(T: int) -> int:

@@ -249,7 +249,7 @@ def _refine_log(f, low: float, mid: float, high: float, steps: int) -> float:
     memoised by the caller), to the resolution a golden-section search of ``steps`` steps would
     reach: a final interval of width ≈ (log high − log low)·GOLDEN^steps. Where mid is not
     strictly below both ends (a grid edge, ties), the bounded Brent method on [low, high] with that
-    resolution. Measured at the MODEL.md §6 default (benchmarks/README.md, step 8): 43 → 28
+    resolution. Measured at the MODEL.md §6 default (benchmarks/README.md, step 8): 43 → 35
     evaluations for the four criteria, the same optima within that resolution."""
     from scipy.optimize import minimize_scalar
 
@@ -261,7 +261,8 @@ def _refine_log(f, low: float, mid: float, high: float, steps: int) -> float:
     exact = {1.0: low, s_mid: mid, 2.0: high}    # the grid points themselves (memoised values)
 
     def g(s):                     # s = (log x − a)/width + 1 ∈ [1, 2]: relative ≈ absolute tol
-        x = exact.get(float(s)) or math.exp(a + (float(s) - 1.0) * width)
+        s = float(s)
+        x = exact[s] if s in exact else math.exp(a + (s - 1.0) * width)
         seen[x] = f(x)
         return seen[x]
 

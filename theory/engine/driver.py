@@ -125,9 +125,9 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
             # further round repeats the cycle — the "stalled" of the last round, rounds earlier
             # (the recurrences seen are exact to ≈ 1e-9 at tol = 1e-7: the same warm-started
             # path; the cycles are 1e-3 wide, e.g. q at the MODEL.md §6 default, MC repeat 1)
-            # ``seen``: the rounds of the stalled pass a Stein retry follows; reaching one of its
-            # phase-1 fixed points (to tol) is reaching its state (the same x, hence the same
-            # per-sample minima), so the retry would repeat that pass's path to its stall
+            # ``seen`` (:func:`_retraced`): rounds of the stalled pass that a Stein retry would
+            # retrace from there (the same x to tol, hence the same per-sample minima, and the
+            # same map), so it would not converge either
             if any(_within(sol1.value, v, settings.tol) for k, v in seen if index >= k) or \
                     any(_within(sol1.value, v, settings.tol) for v, _ in rounds[:-1]):
                 st["end"] = "cycle"
@@ -404,7 +404,7 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
                  residual=best.residual, seconds=time.perf_counter() - t0,
                  n_branches=len(found), mc_repeats=settings.repeats, stein_retries=retries,
                  repeat_iterations=tuple(r.iterations for r in results),
-                 continued=previous is not None)
+                 continued=previous is not None, speculative_repeats_kept=len(kept))
     flags = flags_of(channel, converged, best.record, len(found), retries,
                      stable=any(b.stable for b in found))
     return Solution(value=best.x, result=result, best=best,

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..aot import cached_jit
 from ..config import Config
-from ..gaussian import goe
+from ..gaussian import goe, memoize_by_key
 from ..states import PretrainState
 from . import noise, reuse, selection
 from ..prox import jacobi_eigh, multistart_prox, sym_inverse
@@ -23,16 +23,12 @@ from ..prox import jacobi_eigh, multistart_prox, sym_inverse
 # ------------------------------------------------------------------------------------------------
 def _draws(key, n: int, T: int, sampling: str = "mc") -> dict:
     """:func:`_unit_draws`, memoised by (key, n, T, sampling): a curve draws the same frozen
-    numbers at every point (its MC repeats' keys are fixed), and jax arrays are immutable."""
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):     # typed keys: not memoised
-        return _unit_draws(key, n, T, sampling)
-    raw = np.asarray(key)
-    return dict(_draws_cached(raw.tobytes(), str(raw.dtype), n, T, sampling))
+    numbers at every point (its MC repeats' keys are fixed); a new dict of the immutable arrays."""
+    return dict(_unit_draws_memo(key, n, T, sampling))
 
 
-@functools.lru_cache(maxsize=16)
-def _draws_cached(key_bytes: bytes, key_dtype: str, n: int, T: int, sampling: str) -> dict:
-    key = jnp.asarray(np.frombuffer(key_bytes, dtype=key_dtype))
+@memoize_by_key(maxsize=16)
+def _unit_draws_memo(key, n: int, T: int, sampling: str) -> dict:
     return _unit_draws(key, n, T, sampling)
 
 

@@ -104,7 +104,7 @@ def solve_curve(cfg: Config, pre: PretrainState, alphas, *, repeats: int = 1) ->
         rows = [_metrics_of(S, data, best.record)]
         for i in range(1, repeats):
             d_i = S.data(engine.repeat_key(key, i))
-            r_i = engine.solve_branch(ch, d_i, engine.driver.repeat_start(best), settings,
+            r_i = engine.solve_branch(ch, d_i, engine.repeat_start(best), settings,
                                       cap=settings.repeat_cap(best.iterations))
             rows.append(_metrics_of(S, d_i, r_i.record))
         rec = best.record

@@ -22,7 +22,6 @@ Derivations (checked, see the module tests):
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -30,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import Config
-from ..gaussian import goe
+from ..gaussian import goe, memoize_by_key
 from ..states import PretrainState
 from . import selection
 
@@ -185,16 +184,13 @@ def _baseline_softmax_impl(key, beta, c, Q, M, Q0, q0, dp, zeros):
 
 
 def _baseline_softmax(key, n, T, beta, c, Q, M, Q0, q0, dp):
-    """The per-sample errors as numpy arrays, memoised by the arguments (a curve along α′ or λ′
-    asks for the same baseline at every point)."""
-    raw = np.asarray(key)
-    return _baseline_softmax_cached(raw.tobytes(), str(raw.dtype), n, T,
-                                    *(float(t) for t in (beta, c, Q, M, Q0, q0, dp)))
+    """The per-sample errors as read-only numpy arrays, memoised by the arguments (a curve along
+    α′ or λ′ asks for the same baseline at every point)."""
+    return _baseline_softmax_memo(key, n, T, *(float(t) for t in (beta, c, Q, M, Q0, q0, dp)))
 
 
-@functools.lru_cache(maxsize=32)
-def _baseline_softmax_cached(key_bytes, key_dtype, n, T, beta, c, Q, M, Q0, q0, dp):
-    key = jnp.asarray(np.frombuffer(key_bytes, dtype=key_dtype))
+@memoize_by_key(maxsize=32)
+def _baseline_softmax_memo(key, n, T, beta, c, Q, M, Q0, q0, dp):
     err, err_c = _baseline_softmax_impl(key, beta, c, Q, M, Q0, q0, dp, jnp.zeros((n, T)))
     err, err_c = np.asarray(err), np.asarray(err_c)
     err.flags.writeable = err_c.flags.writeable = False

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special, stats
 
-from ..gaussian import goe, n_sym
+from ..gaussian import goe, memoize_by_key, n_sym
 
 __all__ = ["RULES", "score", "is_random", "spike_sensitivity", "selected_unit_B", "selection_m2",
            "smallest_score_m2", "smallest_score_scale", "POOL_CHUNK"]
@@ -168,15 +168,14 @@ def selection_m2(rule: str, T: int, rho: float, *, scale: float, beta: float | N
         return 1.0
     if rule == "smallest_score":
         return smallest_score_m2(n_sym(T), rho)
-    if key is None:        # the default key: a pure function of its arguments, kept
-        return _selection_m2_default(rule, T, float(rho), float(scale), beta, int(n))
+    # memoised (a pure function of its arguments: the Δ_eff,train of one point is asked for
+    # several times, the value and its error propagation)
+    return _selection_m2_mc(jax.random.PRNGKey(12345) if key is None else key, rule, T,
+                            float(rho), float(scale), beta, int(n))
+
+
+@memoize_by_key(maxsize=256)
+def _selection_m2_mc(key, rule: str, T: int, rho: float, scale: float, beta, n: int) -> float:
+    """m₂ of :func:`selection_m2` from n kept draws of the pool on ``key``."""
     B = selected_unit_B(rule, key, n, T, rho, scale=scale, beta=beta)
-    return float(jnp.mean(jnp.sum(B * B, axis=(-1, -2))) / (T * (T + 1)))
-
-
-@functools.lru_cache(maxsize=256)
-def _selection_m2_default(rule: str, T: int, rho: float, scale: float, beta, n: int) -> float:
-    """:func:`selection_m2` on the fixed key PRNGKey(12345) (the Δ_eff,train of one point is
-    asked for several times: the value and its error propagation)."""
-    B = selected_unit_B(rule, jax.random.PRNGKey(12345), n, T, rho, scale=scale, beta=beta)
     return float(jnp.mean(jnp.sum(B * B, axis=(-1, -2))) / (T * (T + 1)))
