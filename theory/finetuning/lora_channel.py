@@ -16,6 +16,8 @@ from ..gaussian import goe, memoize_by_key
 from ..states import PretrainState
 from . import noise, reuse, selection
 from ..prox import jacobi_eigh, multistart_prox, sym_inverse
+from ..solver_constants import COLUMN_FORM_MAX_T
+from . import lora_columns
 
 
 # ------------------------------------------------------------------------------------------------
@@ -208,6 +210,12 @@ def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
         return jnp.sum((z - omega) ** 2) / (2 * v) + jnp.sum((P - Y) ** 2)
 
     A_base = functools.partial(start_target, kind, beta)
+    # T ≤ COLUMN_FORM_MAX_T: the prox and the hats column-wise (lora_columns, the same
+    # functions unrolled over the T coordinates); the per-sample forms here above it
+    columns = T <= COLUMN_FORM_MAX_T
+    obj_columns = lora_columns.objective(kind, beta)
+    grad_hess_columns = lora_columns.grad_hess(kind, beta)
+    hat_columns = lora_columns.hat_terms("linear" if kind == "reduced" else kind, beta)
 
     def grad_hess(z, p):
         """Analytic ∇_z and ∇²_z of F = |z − ω|²/(2v) + ℓ'(z; q) (T29).
@@ -287,10 +295,21 @@ def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
         n = omega.shape[0]
         Y = jax.vmap(teacher, in_axes=(0, 0, None))(zeta, Htea, q0)
         p = (omega, jnp.full((n,), x[2]), jnp.full((n,), x[0]), Sst, Y)
-        r = multistart_prox(obj, starts, p, grad_hess=grad_hess)
+        if columns:                          # the same prox, column-wise (lora_columns)
+            r = multistart_prox(obj_columns, starts, p, grad_hess=grad_hess_columns,
+                                columns=True)
+        else:
+            r = multistart_prox(obj, starts, p, grad_hess=grad_hess)
         z = r["z"]
-        outs = jax.vmap(hats_one, in_axes=(0, None, None, 0, 0, 0, 0, 0, 0))(
-            z, x, q0, xi_t, eta, omega, zeta, Sst, Htea)
+        if columns and kind != "reduced":
+            tr = lambda a: jnp.moveaxis(a, 0, -1)
+            outs = hat_columns(tr(z), tr(omega), x[2], x[0], tr(Sst), tr(Y), tr(zeta), tr(xi_t),
+                               tr(eta))
+            if not explicit_q:
+                outs["dq"] = 0.0 * outs["dq"]
+        else:
+            outs = jax.vmap(hats_one, in_axes=(0, None, None, 0, 0, 0, 0, 0, 0))(
+                z, x, q0, xi_t, eta, omega, zeta, Sst, Htea)
         outs.update(nonconvex=r["nonconvex"].astype(jnp.float64),
                     multimin=r["multimin"].astype(jnp.float64),
                     unconv=(~r["converged"]).astype(jnp.float64))
