@@ -177,3 +177,53 @@ def test_channel_means_equal_in_both_layouts(monkeypatch):
                 np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-9, err_msg=k)
         else:
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind,beta,T", [("softmax", 1.3, 3), ("softmax", 0.7, 2),
+                                         ("softmax", 2.0, 4), ("linear", 1.0, 3)])
+def test_output_prox_column_derivatives_equal_sym_loss_derivs(kind, beta, T):
+    """The pre-training output prox's column-wise ℓ, ∇ℓ, ∇²ℓ and ∂_z∇ℓ in Frobenius coordinates
+    (theory/pretraining/output_columns.py) equal sym_loss_fn / sym_loss_derivs (T7–T8, §3.2)."""
+    from theory.gaussian import n_sym
+    from theory.pretraining import output_columns
+    from theory.pretraining.output_prox import Attention, sym_loss_derivs, sym_loss_fn
+
+    K, att, n = n_sym(T), Attention(kind, beta), 20
+    rng = np.random.default_rng(0)
+    u, z = (jnp.asarray(rng.normal(size=(n, K))) for _ in range(2))
+    gh, mix = sym_loss_derivs(att, T)
+    g_ref, H_ref = jax.vmap(gh)(u, z)
+    g, H, M = output_columns.derivatives(kind, beta, T)(u.T, z.T)
+    full = lambda A: jnp.moveaxis(jnp.array([[jnp.broadcast_to(x, (n,)) for x in row]
+                                             for row in A]), -1, 0)
+    np.testing.assert_allclose(jnp.stack(g).T, g_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(full(H), H_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(full(M), jax.vmap(mix)(u, z), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(output_columns.loss(kind, beta, T)(u.T, z.T),
+                               jax.vmap(sym_loss_fn(att, T))(u, z), rtol=1e-12, atol=1e-12)
+
+
+def test_output_prox_is_the_same_in_both_layouts(monkeypatch):
+    """sym_prox (softmax, T = 3) returns the same minimisers, f, traces, loss and flags with the
+    column-wise prox as with the per-sample one (COLUMN_FORM_MAX_T = 0), cold and warm."""
+    from theory.gaussian import n_sym
+    from theory.pretraining import output_prox
+
+    att, T, n = output_prox.Attention("softmax", 2.0), 3, 300
+    rng = np.random.default_rng(4)
+    om = jnp.asarray(rng.normal(size=(n, n_sym(T))))
+    z = jnp.asarray(1.5 * rng.normal(size=(n, n_sym(T))))
+    out = {}
+    for t_max in (4, 0):
+        monkeypatch.setattr(output_prox, "COLUMN_FORM_MAX_T", t_max)
+        cold = output_prox.sym_prox(att, om, z, 0.7, warm=om)
+        warm = output_prox.sym_prox(att, om * 1.01, z, 0.7, warm=cold.u, cold=False)
+        out[t_max] = (cold, warm)
+    for a, b in zip(out[4], out[0]):
+        for name in ("u", "f", "loss", "value", "tr_inv", "tr_mix", "grad_norm"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-8, atol=1e-8,
+                                       err_msg=name)
+        # (``best``, the index of the start kept, is not compared: where several starts reach
+        # the same minimiser their objectives tie to rounding, and either index is right)
+        for name in ("multimin", "converged"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)

@@ -25,15 +25,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ..columns import row_gradient, row_hessian, row_mixed, softmax_rows, total
+
 __all__ = ["objective", "grad_hess", "hat_terms"]
-
-
-def _sum(terms):
-    it = iter(terms)
-    total = next(it)
-    for t in it:
-        total = total + t
-    return total
 
 
 def _rows(a, T):
@@ -45,27 +39,15 @@ def _score(z, q, S, T):
     return [[S[i][j] + z[i] * z[j] - (q if i == j else 0.0) for j in range(T)] for i in range(T)]
 
 
-def _softmax_rows(M, beta, T):
-    out = []
-    for i in range(T):
-        m = M[i][0]
-        for j in range(1, T):
-            m = jnp.maximum(m, M[i][j])
-        e = [jnp.exp(beta * (M[i][j] - m)) for j in range(T)]
-        total = _sum(e)
-        out.append([x / total for x in e])
-    return out
-
-
 def objective(kind: str, beta: float):
     """F(z; p) of the batch, p = (ω, v, q, S, Y) column-wise (module docstring) -> (P,)."""
     def obj(z, p):
         omega, v, q, S, Y = p
         T = z.shape[0]
         M = _score(z, q, _rows(S, T), T)
-        P = _softmax_rows(M, beta, T) if kind == "softmax" else M
-        loss = _sum((P[i][j] - Y[i, j]) ** 2 for i in range(T) for j in range(T))
-        return _sum((z[a] - omega[a]) ** 2 for a in range(T)) / (2 * v) + loss
+        P = softmax_rows(M, beta, T) if kind == "softmax" else M
+        loss = total((P[i][j] - Y[i, j]) ** 2 for i in range(T) for j in range(T))
+        return total((z[a] - omega[a]) ** 2 for a in range(T)) / (2 * v) + loss
     return obj
 
 
@@ -78,40 +60,27 @@ def grad_hess(kind: str, beta: float):
         zc = [z[a] for a in r]
         M = _score(zc, q, _rows(S, T), T)
         if kind == "softmax":
-            P = _softmax_rows(M, beta, T)
+            P = softmax_rows(M, beta, T)
             W = [[(P[i][j] - Y[i, j]) * P[i][j] for j in r] for i in r]
-            s = [_sum(W[i]) for i in r]
-            G = [[2 * beta * (W[i][j] - P[i][j] * s[i]) for j in r] for i in r]
-            p2 = [_sum(P[i][j] * P[i][j] for j in r) for i in r]
-            K = []
-            for i in r:
-                p_, w = P[i], W[i]
-                Ki = [[None] * T for _ in r]
-                for j in r:
-                    for l in range(j, T):
-                        pp = p_[j] * p_[l]
-                        val = (p2[i] + 2 * s[i]) * pp - p_[j] * pp - pp * p_[l] \
-                            - w[j] * p_[l] - p_[j] * w[l]
-                        if j == l:
-                            val = val + p_[j] * p_[j] + w[j] - s[i] * p_[j]
-                        Ki[j][l] = Ki[l][j] = 2 * beta ** 2 * val
-                K.append(Ki)
-            Kz = [[_sum(K[i][j][l] * zc[l] for l in r) for j in r] for i in r]
-            zKz = [_sum(Kz[i][j] * zc[j] for j in r) for i in r]
+            s = [total(W[i]) for i in r]
+            G = [row_gradient(P[i], W[i], s[i], beta, T) for i in r]
+            K = [row_hessian(P[i], W[i], s[i], beta, T) for i in r]
+            Kz = [[total(K[i][j][l] * zc[l] for l in r) for j in r] for i in r]
+            zKz = [total(Kz[i][j] * zc[j] for j in r) for i in r]
             zz = [zc[i] * zc[i] for i in r]
 
             def hess(a, b):
                 h = G[a][b] + G[b][a] + zc[a] * Kz[a][b] + zc[b] * Kz[b][a] \
-                    + _sum(zz[i] * K[i][a][b] for i in r)
+                    + total(zz[i] * K[i][a][b] for i in r)
                 return h + 1.0 / v + zKz[a] if a == b else h
         else:
             G = [[2 * (M[i][j] - Y[i, j]) for j in r] for i in r]
-            norm2 = _sum(zc[i] * zc[i] for i in r)
+            norm2 = total(zc[i] * zc[i] for i in r)
 
             def hess(a, b):
                 h = G[a][b] + G[b][a] + 4 * zc[a] * zc[b]
                 return h + 1.0 / v + 4 * norm2 if a == b else h
-        g = [(zc[a] - omega[a]) / v + _sum((G[a][b] + G[b][a]) * zc[b] for b in r) for a in r]
+        g = [(zc[a] - omega[a]) / v + total((G[a][b] + G[b][a]) * zc[b] for b in r) for a in r]
         H = [[None] * T for _ in r]
         for a in r:
             for b in range(a, T):
@@ -140,41 +109,37 @@ def hat_terms(kind: str, beta: float):
         zc, ze = [z[a] for a in r], [zeta[a] for a in r]
         M = _score(zc, q, _rows(S, T), T)
         if kind == "softmax":
-            P = _softmax_rows(M, beta, T)
+            P = softmax_rows(M, beta, T)
             R = [[P[i][j] - Y[i, j] for j in r] for i in r]
             W = [[R[i][j] * P[i][j] for j in r] for i in r]
-            s = [_sum(W[i]) for i in r]
-            G = [[2 * beta * (W[i][j] - P[i][j] * s[i]) for j in r] for i in r]
-            N = []                          # ∂G_i·/∂A_i· = −2β² N_i, N_i = J_i J^Y_i
-            for i in r:
-                p_, y = P[i], [Y[i, j] for j in r]
-                py = _sum(p_[k] * y[k] for k in r)
-                N.append([[p_[j] * ((y[j] if j == l else 0.0) - y[j] * y[l] - p_[l] * y[l]
-                                    + py * y[l]) for l in r] for j in r])
+            s = [total(W[i]) for i in r]
+            G = [row_gradient(P[i], W[i], s[i], beta, T) for i in r]
+            # ∂G_i·/∂A_i· = −2β² N_i, N_i = J_i J^Y_i
+            N = [row_mixed(P[i], [Y[i, j] for j in r], T) for i in r]
             scale = -2 * beta ** 2
         else:
             R = [[M[i][j] - Y[i, j] for j in r] for i in r]
             G = [[2 * R[i][j] for j in r] for i in r]
             N = [[[1.0 if j == l else 0.0 for l in r] for j in r] for _ in r]
             scale = -2.0
-        Nz = [[_sum(N[i][j][l] * ze[l] for l in r) for j in r] for i in r]
+        Nz = [[total(N[i][j][l] * ze[l] for l in r) for j in r] for i in r]
 
         def dG(i, j, c):                    # ∂G_ij/∂ζ_c
             out = ze[i] * N[i][j][c]
             return scale * (out + Nz[i][j] if i == c else out)
 
-        Jz = [[_sum((dG(a, b, c) + dG(b, a, c)) * zc[b] for b in r) for c in r] for a in r]
+        Jz = [[total((dG(a, b, c) + dG(b, a, c)) * zc[b] for b in r) for c in r] for a in r]
         _, H = gh(z, (omega, v, q, S, Y))
         Hinv = sym_inverse(H)
         f = [(zc[a] - omega[a]) / v for a in r]
-        train = _sum(R[i][j] ** 2 for i in r for j in r)
-        trace_inv = _sum(Hinv[a, a] for a in r)
+        train = total(R[i][j] ** 2 for i in r for j in r)
+        trace_inv = total(Hinv[a, a] for a in r)
         return dict(
-            f2=_sum(f[a] * f[a] for a in r), fxi=_sum(f[a] * xi[a] for a in r),
-            feta=_sum(f[a] * eta[a] for a in r), divw=(trace_inv / v - T) / v,
-            divz=-_sum(Hinv[c, a] * Jz[a][c] for a in r for c in r) / v,
-            dq=-_sum(G[i][i] for i in r), train=train,
-            F=_sum((zc[a] - omega[a]) ** 2 for a in r) / (2 * v) + train,
-            at=_sum(((1.0 if a == b else 0.0) - Hinv[a, b] / v) ** 2 for a in r for b in r))
+            f2=total(f[a] * f[a] for a in r), fxi=total(f[a] * xi[a] for a in r),
+            feta=total(f[a] * eta[a] for a in r), divw=(trace_inv / v - T) / v,
+            divz=-total(Hinv[c, a] * Jz[a][c] for a in r for c in r) / v,
+            dq=-total(G[i][i] for i in r), train=train,
+            F=total((zc[a] - omega[a]) ** 2 for a in r) / (2 * v) + train,
+            at=total(((1.0 if a == b else 0.0) - Hinv[a, b] / v) ** 2 for a in r for b in r))
 
     return terms
