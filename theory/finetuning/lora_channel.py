@@ -215,7 +215,7 @@ def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
     columns = T <= COLUMN_FORM_MAX_T
     obj_columns = lora_columns.objective(kind, beta)
     grad_hess_columns = lora_columns.grad_hess(kind, beta)
-    hat_columns = lora_columns.hat_terms("linear" if kind == "reduced" else kind, beta)
+    hat_columns = lora_columns.hat_terms(kind, beta)     # not for "reduced" (below)
 
     def grad_hess(z, p):
         """Analytic ∇_z and ∇²_z of F = |z − ω|²/(2v) + ℓ'(z; q) (T29).

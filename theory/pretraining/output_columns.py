@@ -12,7 +12,7 @@ row: Γ_a· = ∂ℓ/∂H_a· (:func:`theory.columns.row_gradient`), the row Hes
 a coordinate k = (a, b) collects the entries (a, b) and (b, a) with weight 1/√2 (one entry (a, a)
 with weight 1 on the diagonal), so ∂ℓ/∂u_k = Σ_entries c Γ_ij and
 ∂²ℓ/∂u_k∂u_l = Σ_{(i,j,c) ∈ k} Σ_{(i,j',c') ∈ l} c c' (row i's Hessian)_jj' (rows independent).
-Linear σ: ∇ = 2(u − z), ∇² = 2I, ∂_z∇ = −2I.
+Softmax only: for linear σ (∇ = 2(u − z), ∇² = 2I) the per-sample form is as fast.
 """
 
 from __future__ import annotations
@@ -58,26 +58,21 @@ def _to_coordinates(rows, T: int):
     return [[entry(k, l) for l in range(len(C))] for k in range(len(C))]
 
 
-def loss(kind: str, beta: float, T: int):
-    """ℓ(u, z) of the batch (u, z: K-lists or (K, P) arrays) -> (P,)."""
+def loss(beta: float, T: int):
+    """ℓ(u, z) of the batch (u, z: K-lists or (K, P) arrays), softmax σ -> (P,)."""
     def ell(u, z):
-        H, Z = _matrix(u, T), _matrix(z, T)
-        if kind == "softmax":
-            H, Z = softmax_rows(H, beta, T), softmax_rows(Z, beta, T)
+        H, Z = softmax_rows(_matrix(u, T), beta, T), softmax_rows(_matrix(z, T), beta, T)
         return total((H[i][j] - Z[i][j]) ** 2 for i in range(T) for j in range(T))
     return ell
 
 
-def derivatives(kind: str, beta: float, T: int):
-    """(u, z) -> (∇_uℓ as a K-list, ∇²_uℓ and ∂_z∇_uℓ as K × K nested lists) of the batch."""
+def derivatives(beta: float, T: int):
+    """(u, z) -> (∇_uℓ as a K-list, ∇²_uℓ and ∂_z∇_uℓ as K × K nested lists) of the batch,
+    softmax σ."""
     C = coordinates(T)
     K = len(C)
 
     def derivs(u, z):
-        if kind != "softmax":
-            g = [2.0 * (u[k] - z[k]) for k in range(K)]
-            eye = [[(1.0 if k == l else 0.0) for l in range(K)] for k in range(K)]
-            return g, [[2.0 * e for e in row] for row in eye], [[-2.0 * e for e in row] for row in eye]
         P = softmax_rows(_matrix(u, T), beta, T)
         Y = softmax_rows(_matrix(z, T), beta, T)
         W = [[(P[i][j] - Y[i][j]) * P[i][j] for j in range(T)] for i in range(T)]

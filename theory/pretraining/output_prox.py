@@ -158,8 +158,8 @@ def _column_functions(att: Attention, T: int, V):
     """The prox objective F(u) = |u − Ω|²/(2V) + ℓ(u, z) and (∇F, ∇²F) of a batch held
     column-wise (u, Ω, z: (K, P)), with ℓ and its derivatives (:mod:`.output_columns`)."""
     K = n_sym(T)
-    ell = output_columns.loss(att.kind, att.beta, T)
-    der = output_columns.derivatives(att.kind, att.beta, T)
+    ell = output_columns.loss(att.beta, T)           # softmax (att.flat; sym_prox)
+    der = output_columns.derivatives(att.beta, T)
 
     def obj(u, p):
         om, zz = p
@@ -168,9 +168,8 @@ def _column_functions(att: Attention, T: int, V):
     def grad_hess(u, p):
         om, zz = p
         g, H, _ = der(u, zz)
-        zero = 0.0 * u[0]
         return (jnp.stack([(u[k] - om[k]) / V + g[k] for k in range(K)]),
-                jnp.stack([jnp.stack([H[k][l] + zero + (1.0 / V if k == l else 0.0)
+                jnp.stack([jnp.stack([H[k][l] + (1.0 / V if k == l else 0.0)
                                       for l in range(K)]) for k in range(K)]))
 
     return obj, grad_hess, ell, der
