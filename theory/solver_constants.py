@@ -15,10 +15,6 @@ ANDERSON_MEMORY = 3
 #: iterations (15.9 s); at 30 it converges in 98 to the same point (to 1e-6; benchmarks/README.md,
 #: "Issue 13, step 7")
 ANDERSON_MAX_STEP = 30
-#: ... except in the general u vᵀ LoRA channel (T33), whose iteration at the linear default stalls
-#: on a slow direction whatever the step: at 30 it reaches the same stalled point (to 1e-6) after
-#: 206 iterations instead of 125 (12.6 s instead of 5.6 s)
-ANDERSON_MAX_STEP_GENERAL = 10
 #: stop as "stalled" when the best residual has not halved in this many iterations (a Monte-Carlo
 #: map that is discontinuous at the resolution of its draws cycles instead of converging)
 STALL_ITERATIONS = 40
@@ -57,3 +53,7 @@ ZERO_V = 1e-7
 #: floor of Q and V in the pre-training channel's coordinates (sanitize; the nuclear step's exact
 #: Ŝ = 0 is mapped there, so a damped log-coordinate step can approach it)
 ITER_FLOOR = 1e-12
+
+#: general LoRA (T33): a pivot of the Cholesky factor of the (w*, u, v) Gram matrix below this is
+#: 0 (u ∥ v or u ∥ w*); nothing is divided by it
+PIVOT_FLOOR = 1e-10

@@ -8,17 +8,18 @@ Public API
 Equations (re-derived from T28–T31 with K = 2 vectors W = [u, v]; notation of THEORY.md)
 ----------------------------------------------------------------------------------------
 Order parameters: Q_W = WᵀW/d (2×2: q_uu, q_uv, q_vv), m_W = Wᵀw*/d ∈ R², response V_W (2×2) and
-conjugates Q̂_W, m̂_W, V̂_W. Token fields (ω_a, ν_a) = Ω_a ∈ R², Ω_a = Q_W^{1/2} Ξ_a with
-Ξ_a ~ N(0, I_2); spike field ζ_a = μ·Ξ_a + s′η_a, μ = Q_W^{-1/2} m_W, s′² = q0* − m_Wᵀ Q_W⁻¹ m_W.
+conjugates Q̂_W, m̂_W, V̂_W. Token fields (ω_a, ν_a) = Ω_a ∈ R² and the spike field ζ_a, jointly
+Gaussian with the Gram matrix G of (w*, u, v)/√d: (ζ_a, ω_a, ν_a) = L (η_a, ξ_a0, ξ_a1), L Lᵀ = G
+lower-triangular, η, ξ iid N(0, 1) (:func:`_factor`; finite where u ∥ v, Q of rank one).
 Loss (non-symmetric student score): ℓ′(Z; q_uv) = ‖σ(cB + Z_u Z_vᵀ − q_uv I) − σ(H + ζζᵀ − q0*I)‖²_F,
 Z ∈ R^{T×2}, Z_u, Z_v its columns; frozen B, H, R, ξ′ exactly as in :mod:`.lora` (T28).
 Prox: Ẑ = argmin_Z Σ_a (Z_a − Ω_a)ᵀ V_W⁻¹ (Z_a − Ω_a)/2 + ℓ′(Z), f_a = V_W⁻¹(Ẑ_a − Ω_a).
 Hats (T30 with matrices; Σ over tokens a):
   Q̂_W = α′ E Σ_a f_a f_aᵀ,
-  m̂_W = α′ E Σ_a ∂_{ζ_a} f_a                 (Stein: α′ E Σ_a f_a η_a / s′),
+  m̂_W = α′ E Σ_a ∂_{ζ_a} f_a,
   V̂_W = −α′ sym E Σ_a ∂_{Ω_a} f_a + α′ E[∂ℓ′/∂q_uv] (off-diagonal entries only)
-        (Stein: E Σ_a ∂_{Ω_a} f_a = (E Σ_a f_a Ξ_aᵀ − E Σ_a f_a η_a μᵀ/s′) Q_W^{-1/2},
-         from E[g Ξ] = Q^{1/2} E ∇_Ω g + μ E ∂_ζ g).
+        (Stein forms: (E Σ_a ∂_ζ f_a, E Σ_a ∂_Ω f_a) = E Σ_a f_a (η_a, ξ_a0, ξ_a1) · L⁻¹, from
+         E[g e_k] = Σ_j E[∂g/∂φ_j] L_jk for φ = L e; :func:`_hats`).
   The explicit term is 2α′ ∂Ψ′/∂Q_W restricted to the loss's dependence on q_uv; with the
   symmetric-matrix convention dΨ = Tr(G dQ) it sits on the off-diagonal entries (q_uu, q_vv do not
   enter ℓ′). Derivative forms: ∂Ẑ/∂Ω = H⁻¹𝕄, ∂f/∂Ω = 𝕄(H⁻¹𝕄 − I), ∂Ẑ/∂ζ = −H⁻¹ ∂_ζ∇_Zℓ′,
@@ -51,7 +52,7 @@ import numpy as np
 
 from .. import engine
 from ..config import Config
-from ..solver_constants import ANDERSON_MAX_STEP_GENERAL, RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
+from ..solver_constants import PIVOT_FLOOR, RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
 from ..states import FinetuneState, PretrainState
 from . import noise
 from .lora import LoraBranches, _aggregate, _Setup
@@ -84,24 +85,59 @@ def _pack(Q, m, V):
     return np.array([Q[0, 0], Q[0, 1], Q[1, 1], m[0], m[1], V[0, 0], V[0, 1], V[1, 1]])
 
 
+def _factor(Q, m, q0) -> np.ndarray:
+    """(T33) Lower-triangular L with L Lᵀ = G, the Gram matrix of (w*, u, v)/√d,
+    G = [[q0*, m_u, m_v], [m_u, q_uu, q_uv], [m_v, q_uv, q_vv]]: the fields of a token are
+    (ζ, ω, ν) = L (η, ξ₀, ξ₁) with η, ξ₀, ξ₁ iid N(0, 1). Pivots of a G that is not positive
+    semi-definite are clamped at 0 (the projection used by :func:`_sanitize`). Where u ∥ v (Q of
+    rank one, as at the symmetric point, q_uv² = q_uu q_vv) the last pivot is 0 and every field is
+    still finite: no Q^{-1/2} is taken (the square-root form ζ = μ·Ξ + s′η needs Q⁻¹ and breaks
+    down on that boundary, where the general fixed point of linear attention sits)."""
+    s = math.sqrt(q0)
+    a1, b1 = float(m[0]) / s, float(m[1]) / s
+    a2 = math.sqrt(max(float(Q[0, 0]) - a1 * a1, 0.0))
+    b2 = (float(Q[0, 1]) - a1 * b1) / a2 if a2 > PIVOT_FLOOR else 0.0
+    b3 = math.sqrt(max(float(Q[1, 1]) - b1 * b1 - b2 * b2, 0.0))
+    return np.array([[s, 0.0, 0.0], [a1, a2, 0.0], [b1, b2, b3]])
+
+
+def _from_factor(L, V) -> np.ndarray:
+    """x = (Q, m, V) of the Gram factor L (:func:`_factor`)."""
+    G = L @ L.T
+    return _pack(G[1:, 1:], G[0, 1:] / L[0, 0], V)
+
+
+def _balance(Q, m, V):
+    """The point of the gauge orbit (u, v) → (cu, v/c) with q_uu = q_vv (T33: the penalty's
+    stationarity along the orbit; every other term of the free energy is invariant on it):
+    Q → DQD, m → Dm, V → DVD, D = diag(c, 1/c), c² = √(q_vv/q_uu). Unchanged where q_uu or
+    q_vv is 0."""
+    if not (Q[0, 0] > PIVOT_FLOOR and Q[1, 1] > PIVOT_FLOOR):
+        return Q, m, V
+    c = (Q[1, 1] / Q[0, 0]) ** 0.25
+    D = np.array([c, 1.0 / c])
+    return Q * np.outer(D, D), m * D, V * np.outer(D, D)
+
+
 def _sanitize(x, q0):
-    """Q, V projected on PD matrices (eigenvalues ≥ 1e-10), m shrunk so that mᵀQ⁻¹m < q0*
-    (the quadratic form from the eigen-decomposition: never a singular solve)."""
+    """The Gram matrix of (w*, u, v) projected on the positive semi-definite cone (pivots of its
+    Cholesky factor clamped at 0: :func:`_factor`) and V on positive definite 2×2 matrices
+    (eigenvalues ≥ 1e-12)."""
     Q, m, V = _unpack(np.asarray(x, float))
-    w, U = np.linalg.eigh(_sym(Q))
-    w = np.maximum(w, 1e-10)
-    Q = (U * w) @ U.T
     wv, Uv = np.linalg.eigh(_sym(V))
     V = (Uv * np.maximum(wv, 1e-12)) @ Uv.T
-    r = float(np.sum((U.T @ m) ** 2 / w))
-    if r >= q0 * (1 - 1e-9):
-        m = m * math.sqrt(q0 * (1 - 1e-9) / r)
-    return Q, m, V
+    return _unpack(_from_factor(_factor(Q, m, q0), V))
 
 
 # ------------------------------------------------------------------------------------------------
 # jitted channel
 # ------------------------------------------------------------------------------------------------
+def _token_fields(L, Xi, eta):
+    """(ζ, Ω) of every token from the iid draws (η, Ξ) = (η, ξ₀, ξ₁): (ζ, ω, ν) = L (η, ξ₀, ξ₁)."""
+    fields = jnp.concatenate([eta[..., None], Xi], axis=-1) @ L.T        # (N, T, 3)
+    return fields[..., 0], fields[..., 1:]
+
+
 @functools.lru_cache(maxsize=None)
 def _channel_fn(kind: str, beta: float, T: int):
     sig = (lambda H: jax.nn.softmax(beta * H, axis=-1)) if kind == "softmax" else (lambda H: H)
@@ -137,11 +173,11 @@ def _channel_fn(kind: str, beta: float, T: int):
                     F=obj(z, p), at=jnp.sum((jnp.eye(2 * T) - Hinv @ Mbig) ** 2))
 
     @functools.partial(jax.jit, static_argnames=("full",))
-    def run(Qh, Vinv, quv, mu, sp, q0, warm, data, full=True):
-        """Qh = Q_W^{1/2}; returns the sample means of the hat ingredients and Ẑ (N, 2T)."""
+    def run(L, Vinv, quv, q0, warm, data, full=True):
+        """L the Gram factor (:func:`_factor`); returns the sample means of the hat ingredients
+        and Ẑ (N, 2T)."""
         Xi, eta, Sst, Htea = data["Xi"], data["eta"], data["Sst"], data["Htea"]
-        omega = Xi @ Qh                                              # rows Ω_a = Q^{1/2}Ξ_a
-        zeta = Xi @ mu + sp * eta
+        zeta, omega = _token_fields(L, Xi, eta)
         n = omega.shape[0]
         if full:
             A = jax.vmap(A_base, in_axes=(0, 0, 0, None))(zeta, Sst, Htea, q0) + quv * eye
@@ -173,9 +209,8 @@ def _test_fn(kind: str, beta: float, T: int):
     eye = jnp.eye(T)
 
     @jax.jit
-    def run(Qh, quv, mu, sp, q0, Xi, eta, St, Ht, Nt):
-        omega = Xi @ Qh
-        zeta = Xi @ mu + sp * eta
+    def run(L, quv, q0, Xi, eta, St, Ht, Nt):
+        zeta, omega = _token_fields(L, Xi, eta)
         P = sig(St + omega[:, :, 0, None] * omega[:, None, :, 1] - quv * eye)
         tea = Ht + zeta[:, :, None] * zeta[:, None, :] - q0 * eye
         return (jnp.sum((P - sig(tea + Nt)) ** 2, axis=(-1, -2)),
@@ -199,28 +234,23 @@ def _data(S: _Setup, key) -> dict:
                 Ht=base["Ht"], Nt=base["Nt"])
 
 
-def _fields(Q, m, q0):
-    """Q^{1/2}, μ = Q^{-1/2} m, s′ = √(q0* − mᵀQ⁻¹m) (T33), from the eigen-decomposition of Q."""
-    w, U = np.linalg.eigh(_sym(Q))
-    w = np.maximum(w, 1e-300)
-    Qh = (U * np.sqrt(w)) @ U.T
-    c = U.T @ m
-    mu = U @ (c / np.sqrt(w))
-    sp = math.sqrt(max(q0 - float(np.sum(c * c / w)), 0.0))
-    return Qh, mu, sp
-
-
 def _hats(S: _Setup, means: dict, Q, m, force_stein: bool = False):
     """(T33) matrix hats: derivative forms, or the Stein forms when the multi-minimum fraction is
-    ≥ STEIN_THRESHOLD or ``force_stein`` (the engine's retry of a stalled iteration)."""
-    al, q0 = S.alpha, S.q0
-    Qh, mu, sp = _fields(Q, m, q0)
+    ≥ STEIN_THRESHOLD or ``force_stein`` (the engine's retry of a stalled iteration).
+
+    Stein forms in the Gram factor L (:func:`_factor`), fields φ = (ζ, ω, ν) = L e with
+    e = (η, ξ₀, ξ₁) iid N(0, 1): E[f e_k] = Σ_j E[∂f/∂φ_j] L_jk, so
+    (E Σ_a ∂_ζ f_a, E Σ_a ∂_Ω f_a) = E Σ_a f_a eᵀ · L⁻¹. They need an invertible L (u ∦ v and
+    u ∦ w*): on the u ∥ v boundary the derivative forms are used."""
+    al = S.alpha
     Qhat = al * _sym(np.asarray(means["ff"]))
-    stein = (force_stein or float(means["multimin"]) >= STEIN_THRESHOLD) and sp > 1e-8
+    L = _factor(Q, m, S.q0)
+    stein = (force_stein or float(means["multimin"]) >= STEIN_THRESHOLD) and \
+        min(L[1, 1], L[2, 2]) > PIVOT_FLOOR
     if stein:
-        feta = np.asarray(means["feta"])
-        mhat = al * feta / sp
-        EdfdO = (np.asarray(means["fxi"]) - np.outer(feta, mu) / sp) @ np.linalg.inv(Qh)
+        fe = np.column_stack([np.asarray(means["feta"]), np.asarray(means["fxi"])])   # (2, 3)
+        D = fe @ np.linalg.inv(L)
+        mhat, EdfdO = al * D[:, 0], D[:, 1:]
     else:
         mhat = al * np.asarray(means["divz"])
         EdfdO = np.asarray(means["divw"])
@@ -259,9 +289,33 @@ class GeneralLoraChannel(LoraBranches):
 
     def means(self, x, warm, data, full):
         Q, m, V = _unpack(x)
-        Qh, mu, sp = _fields(Q, m, self.S.q0)
-        return self._run(jnp.asarray(Qh), jnp.asarray(np.linalg.inv(V)), float(Q[0, 1]),
-                         jnp.asarray(mu), sp, self.S.q0, warm, data, full=full)
+        return self._run(jnp.asarray(_factor(Q, m, self.S.q0)), jnp.asarray(np.linalg.inv(V)),
+                         float(Q[0, 1]), self.S.q0, warm, data, full=full)
+
+    def to_iter(self, x):
+        """Iteration coordinates y = (L₁₀, L₁₁, L₂₀, L₂₁, L₂₂, V_uu, V_uv, V_vv) of x balanced
+        (:func:`_balance`): the Gram factor of (w*, u, v) (:func:`_factor`).
+
+        Two slow directions of the (Q, m, V) iteration, measured at the linear test point
+        (α′ = 3, λ′ = 0.5): (i) the fixed point has u ∥ v, Q of rank one, on the boundary of the
+        (Q, m) coordinates, where the smallest eigenvalue of Q shrank ≈ 7 % per step and the
+        Anderson extrapolations left the cone; in y it is the regular point L₂₂ = 0 (the map is
+        even in L₂₂). (ii) The gauge (u, v) → (cu, v/c), which only the penalty breaks: the
+        imbalance q_uu − q_vv contracted ≈ 2 % per damped step, so the residual test stopped
+        with q_uu/q_vv − 1 ≈ 2e-3. Every iterate is therefore balanced: the iteration runs on
+        the slice q_uu = q_vv, which contains the fixed point (stationarity along the gauge orbit
+        is the balance, the rest of the free energy being invariant on it) and cuts every orbit
+        once; that the balanced fixed point is one of the unbalanced map is checked in
+        tests/test_theory_general_lora.py."""
+        Q, m, V = _balance(*_unpack(np.asarray(x, float)))
+        L = _factor(Q, m, self.S.q0)
+        return np.array([L[1, 0], L[1, 1], L[2, 0], L[2, 1], L[2, 2], V[0, 0], V[0, 1], V[1, 1]])
+
+    def from_iter(self, y):
+        """Inverse of :meth:`to_iter` (any sign of the pivots: the same Gram matrix)."""
+        y = np.asarray(y, float)
+        L = np.array([[math.sqrt(self.S.q0), 0.0, 0.0], [y[0], y[1], 0.0], [y[2], y[3], y[4]]])
+        return _from_factor(L, np.array([[y[5], y[6]], [y[6], y[7]]]))
 
     def hats(self, x, means, force_stein):
         Q, m, _ = _unpack(x)
@@ -315,9 +369,8 @@ def _test_errors(S: _Setup, data, Q, m):
     if S.linear:
         t = linear_test_error(S.cfg, S.pre, S.c, Q, m)
         return t, t - S.T * (S.T + 1) * S.dp / 2, 0.0, 0.0
-    Qh, mu, sp = _fields(Q, m, S.q0)
-    e, ec = _test_fn("softmax", S.beta, S.T)(jnp.asarray(Qh), float(Q[0, 1]), jnp.asarray(mu),
-                                             sp, S.q0, data["Xi"], data["eta"], data["St"],
+    e, ec = _test_fn("softmax", S.beta, S.T)(jnp.asarray(_factor(Q, m, S.q0)), float(Q[0, 1]),
+                                             S.q0, data["Xi"], data["eta"], data["St"],
                                              data["Ht"], data["Nt"])
     e, ec = np.asarray(e), np.asarray(ec)
     n = e.size
@@ -340,7 +393,8 @@ def _record(r: dict) -> dict:
             "start")
     out = {k: r[k] for k in keep}
     out.update(q_uu=float(r["Q"][0, 0]), q_uv=float(r["Q"][0, 1]), q_vv=float(r["Q"][1, 1]),
-               m_u=float(r["mW"][0]), m_v=float(r["mW"][1]))
+               m_u=float(r["mW"][0]), m_v=float(r["mW"][1]), V_uu=float(r["V"][0, 0]),
+               V_uv=float(r["V"][0, 1]), V_vv=float(r["V"][1, 1]))
     return out
 
 
@@ -355,8 +409,7 @@ def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = N
     starts = [engine.Start(n, x) for n, x in _initial_points(S)]
     if init is not None:
         starts = [engine.Start("init", np.asarray(init, float))] + starts
-    settings = engine.Settings.from_config(cfg, repeats=repeats,
-                                           anderson_max_step=ANDERSON_MAX_STEP_GENERAL)
+    settings = engine.Settings.from_config(cfg, repeats=repeats)
     sol = engine.solve(GeneralLoraChannel(S), settings, jax.random.PRNGKey(cfg.theory.seed),
                        starts)
     best = sol.best.record
