@@ -21,7 +21,7 @@ from .aot import set_export_dir
 __all__ = ["enable_compilation_cache", "CACHE_ENV"]
 
 CACHE_ENV = "HDLORA_JAX_CACHE"
-MIN_COMPILE_SECONDS = 0.0     # cache every program: many small ones add up to seconds
+MIN_COMPILE_SECONDS = 0.0     # cache every program: many small ones add up to seconds (a hit costs less than compiling: 5.3 s against 6.5-7.1 s per `hdlora theory` with 0.1)
 
 
 def enable_compilation_cache(directory: str | os.PathLike | None = None) -> str | None:

@@ -45,6 +45,12 @@ def _unit_draws(key, n: int, T: int, sampling: str = "mc") -> dict:
     n2 = (n + 1) // 2
     if sampling == "qmc":
         return _qmc_draws(key, n2, T)
+    return _mc_draws(key, n2=n2, T=T)
+
+
+@cached_jit(static_argnames=("n2", "T"))
+def _mc_draws(key, n2: int, T: int) -> dict:
+    """The pseudo-random draws of :func:`_unit_draws`, one program (op by op ≈ 15 programs)."""
     k = jax.random.split(key, 6)
     eta = jax.random.normal(k[1], (n2, T))
     return dict(xi_t=jnp.concatenate([x := jax.random.normal(k[0], (n2, T)), x]),
@@ -134,7 +140,9 @@ class _Setup:
         """Per-sample channel arrays (independent of q, m, v)."""
         d = _draws(key, self.n, self.T, self.sampling)
         Q = self.pre.Q
-        Bt = jnp.sqrt(Q) * d["B"]
+        fresh = _fresh_arrays(d["B"], d["R"], d["Xp"], float(Q), float(self.c), float(self.a),
+                              float(self.sR), float(self.dp))
+        Bt = fresh["Bt"]
         if self.reduced:
             Sst = jnp.zeros_like(Bt)
             Htea = jnp.sqrt(self.delta_eff_train) * d["G"]
@@ -152,19 +160,29 @@ class _Setup:
                 Hf = self.a * Bt + jnp.sqrt(self.sR) * d["R"] + jnp.sqrt(self.dp / 2) * d["Xp"]
                 Sst = jnp.where(keep[:, None, None], Sst, Sf)
                 Htea = jnp.where(keep[:, None, None], Htea, Hf)
-        else:
-            Btr = Bt
-            if self.selection:                                # T36: the kept law of B
-                scale, beta = noise.selection_operating_point(self.cfg, self.pre, self.c)
-                Btr = jnp.sqrt(Q) * selection.selected_unit_B(
-                    self.cfg.finetune.selection, jax.random.fold_in(key, 7), self.n, self.T,
-                    self.cfg.rho, scale=scale, beta=beta, B_unit=d["B"])
+        elif self.selection:                                  # T36: the kept law of B
+            scale, beta = noise.selection_operating_point(self.cfg, self.pre, self.c)
+            Btr = jnp.sqrt(Q) * selection.selected_unit_B(
+                self.cfg.finetune.selection, jax.random.fold_in(key, 7), self.n, self.T,
+                self.cfg.rho, scale=scale, beta=beta, B_unit=d["B"])
             Sst = self.c * Btr
             Htea = self.a * Btr + jnp.sqrt(self.sR) * d["R"] + jnp.sqrt(self.dp / 2) * d["Xp"]
-        return dict(xi_t=d["xi_t"], eta=d["eta"], Sst=Sst, Htea=Htea,
-                    # test (fresh, unselected) arrays, T32
-                    St=self.c * Bt, Ht=self.a * Bt + jnp.sqrt(self.sR) * d["R"],
-                    Nt=jnp.sqrt(self.dp / 2) * d["Xp"])
+        else:
+            Sst, Htea = fresh["St"], fresh["Htrain"]
+        # the test arrays are the fresh, unselected ones (T32)
+        return dict(xi_t=d["xi_t"], eta=d["eta"], Sst=Sst, Htea=Htea, St=fresh["St"],
+                    Ht=fresh["Ht"], Nt=fresh["Nt"])
+
+
+@cached_jit
+def _fresh_arrays(B, R, Xp, Q, c, a, sR, dp) -> dict:
+    """Fresh-sequence channel arrays of T28/T32 from the unit draws, one program (numbers traced:
+    no recompilation across points): B̃ = √Q B, the student's S = cB̃, the teacher's
+    H = aB̃ + √s_R R, the label noise N = √(Δ′/2) ξ′ and H + N (training teacher, fresh)."""
+    Bt = jnp.sqrt(Q) * B
+    Ht = a * Bt + jnp.sqrt(sR) * R
+    Nt = jnp.sqrt(dp / 2) * Xp
+    return dict(Bt=Bt, St=c * Bt, Ht=Ht, Nt=Nt, Htrain=Ht + Nt)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -43,7 +43,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import special, stats
 
 from ..gaussian import goe, memoize_by_key, n_sym
 
@@ -105,6 +104,8 @@ def is_random(rule: str, beta: float | None) -> bool:
 
 def smallest_score_m2(K: int, rho: float) -> float:
     """(T37) m₂(ρ) = F_{K+2}(F_K⁻¹(ρ))/ρ for ``smallest_score`` (K = K_T)."""
+    from scipy import stats      # here: scipy.stats costs 0.5 s of every process's import
+
     if rho >= 1.0:
         return 1.0
     return float(stats.chi2.cdf(stats.chi2.ppf(rho, K), K + 2) / rho)
@@ -112,6 +113,8 @@ def smallest_score_m2(K: int, rho: float) -> float:
 
 def smallest_score_scale(B_unit: np.ndarray, rho: float, K: int) -> np.ndarray:
     """(T36) B_sel = B·√(F_K⁻¹(ρF_K(r²))/r²), r² = ‖B‖²_F/2 for unit-GOE B (vectorised scipy)."""
+    from scipy import special
+
     r2 = 0.5 * np.sum(np.asarray(B_unit) ** 2, axis=(-1, -2))
     u = rho * special.gammainc(K / 2, r2 / 2)
     r2s = 2 * special.gammaincinv(K / 2, u)
