@@ -124,3 +124,14 @@ def test_anderson_reaches_a_slow_fixed_point_within_its_step_cap():
     assert fast.converged and slow.converged
     assert abs(fast.value[0] - 10.0) < 1e-8 and abs(slow.value[0] - 10.0) < 1e-8
     assert fast.iterations <= 10 < 100 < slow.iterations
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 12345, 2**31 - 1, 2**32 + 5, 2**40 + 7])
+def test_seed_key_is_prngkey(seed):
+    # theory.gaussian.seed_key builds the threefry key on the host: the same key as PRNGKey
+    from theory.gaussian import seed_key
+
+    a, b = seed_key(seed), jax.random.PRNGKey(seed)
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert np.array_equal(np.asarray(jax.random.normal(a, (3,))), np.asarray(jax.random.normal(b, (3,))))

@@ -42,6 +42,16 @@ def memoize_by_key(maxsize: int):
     return wrap
 
 
+def seed_key(seed: int) -> jax.Array:
+    """``jax.random.PRNGKey(seed)`` built on the host: the raw threefry2x32 key is the seed's
+    high and low 32-bit words, so no device program runs (PRNGKey runs ≈ 5 small programs, each
+    loaded from the compilation cache in a new process). Other PRNG implementations: PRNGKey."""
+    if jax.config.jax_default_prng_impl != "threefry2x32":
+        return jax.random.PRNGKey(seed)
+    s = int(seed) & 0xFFFFFFFFFFFFFFFF
+    return jnp.asarray(np.array([s >> 32, s & 0xFFFFFFFF], dtype=np.uint32))
+
+
 def n_sym(T: int) -> int:
     """K_T = T(T+1)/2, the number of Frobenius coordinates of Sym_T."""
     return T * (T + 1) // 2

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import engine
-from ..gaussian import goe
+from ..gaussian import goe, seed_key
 from ..solver_constants import STABILITY_STEP, UNSTABLE_KICK
 from ..states import FinetuneState, PretrainState
 
@@ -191,7 +191,7 @@ class BayesSEChannel:
         self.T, self.q0s, self.alpha = cfg.model.T, cfg.finetune.q0star, cfg.finetune.alpha
         self.proj, self.dn = cfg.model.attention == "softmax", delta_n(cfg, pre)
         self.n, self.nodes, self.logw = cfg.theory.mc_samples, nodes, logw
-        self.key = jax.random.PRNGKey(cfg.theory.seed)
+        self.key = seed_key(cfg.theory.seed)
         self.qmax = self.q0s * (1.0 - 1e-9)
 
     def draws(self, key):
@@ -283,7 +283,7 @@ def alpha_weak_recovery(cfg, pre: PretrainState, *, n_nodes=None):
     T, q0s = cfg.model.T, cfg.finetune.q0star
     proj = cfg.model.attention == "softmax"
     dn = delta_n(cfg, pre)
-    key = jax.random.PRNGKey(cfg.theory.seed)
+    key = seed_key(cfg.theory.seed)
     if n_nodes is None:
         n_nodes, _, _ = choose_nodes(T, q0s, dn, proj, key=jax.random.fold_in(key, 999))
     nodes, logw = gh_grid(n_nodes, T)
@@ -312,7 +312,7 @@ def solve(cfg, pre: PretrainState, *, init=None, n_nodes=None) -> FinetuneState:
     T, q0s = cfg.model.T, cfg.finetune.q0star
     proj = cfg.model.attention == "softmax"
     dn = delta_n(cfg, pre)
-    key = jax.random.PRNGKey(cfg.theory.seed)
+    key = seed_key(cfg.theory.seed)
     flags = []
     grid_ok, grid_diff = True, float("nan")
     if n_nodes is None:

@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..gaussian import seed_key
 from .. import engine
 from ..config import Config
 from ..solver_constants import PIVOT_FLOOR, RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
@@ -410,7 +411,7 @@ def solve(cfg: Config, pre: PretrainState, *, init=None, repeats: int | None = N
     if init is not None:
         starts = [engine.Start("init", np.asarray(init, float))] + starts
     settings = engine.Settings.from_config(cfg, repeats=repeats)
-    sol = engine.solve(GeneralLoraChannel(S), settings, jax.random.PRNGKey(cfg.theory.seed),
+    sol = engine.solve(GeneralLoraChannel(S), settings, seed_key(cfg.theory.seed),
                        starts)
     best = sol.best.record
     metrics, err = _aggregate(S, sol.repeats)

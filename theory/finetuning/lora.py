@@ -60,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..gaussian import seed_key
 from .. import engine
 from ..config import Config
 from ..solver_constants import RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
@@ -279,7 +280,7 @@ def _starts(S: _Setup, init=None):
 def _solve_setup(S: _Setup, *, init=None, repeats=None, explicit_q=True) -> FinetuneState:
     settings = engine.Settings.from_config(S.cfg, repeats=repeats)
     sol = engine.solve(LoraChannel(S, explicit_q), settings,
-                       jax.random.PRNGKey(S.cfg.theory.seed), _starts(S, init),
+                       seed_key(S.cfg.theory.seed), _starts(S, init),
                        previous=getattr(init, "solution", None))
     best = sol.best.record
     extra = dict(converged=sol.stats["converged"], result=best["result"],

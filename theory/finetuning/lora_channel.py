@@ -12,7 +12,7 @@ import numpy as np
 
 from ..aot import cached_jit
 from ..config import Config
-from ..gaussian import goe, memoize_by_key
+from ..gaussian import goe, memoize_by_key, seed_key
 from ..states import PretrainState
 from . import noise, reuse, selection
 from ..prox import jacobi_eigh, multistart_prox, sym_inverse
@@ -116,7 +116,7 @@ class _Setup:
         if delta_train is not None:
             self.delta_eff_train = float(delta_train)
         elif self.reuse_t34:
-            ch = reuse.reuse_channel(cfg, pre, jax.random.PRNGKey(cfg.theory.seed + 1),
+            ch = reuse.reuse_channel(cfg, pre, seed_key(cfg.theory.seed + 1),
                                      cfg.theory.mc_samples)
             m2, m2_err = reuse.residual_second_moment(ch, self.c)
             self.delta_eff_train = self.e * m2 + (1 - self.e) * self.delta_eff

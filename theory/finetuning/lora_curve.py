@@ -9,6 +9,7 @@ import time
 import jax
 import numpy as np
 
+from ..gaussian import seed_key
 from ..config import Config
 from ..states import FinetuneState, PretrainState
 from .. import engine
@@ -75,7 +76,7 @@ def solve_curve(cfg: Config, pre: PretrainState, alphas, *, repeats: int = 1) ->
     where the number of distinct branches changes between neighbouring α'.
     ``repeats`` > 1 re-solves the global branch on independent draws (MC errors)."""
     alphas = [float(a) for a in alphas]
-    key = jax.random.PRNGKey(cfg.theory.seed)
+    key = seed_key(cfg.theory.seed)
     settings = engine.Settings.from_config(cfg, repeats=repeats)
     S0 = _Setup(cfg.replace(finetune={"alpha": alphas[0]}), pre)
     data = S0.data(key)

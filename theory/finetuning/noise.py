@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import Config
-from ..gaussian import goe, memoize_by_key
+from ..gaussian import goe, memoize_by_key, seed_key
 from ..states import PretrainState
 from . import selection
 
@@ -156,7 +156,7 @@ def baseline_error(cfg: Config, pre: PretrainState, c: float, *, key=None):
         val = T * (T + 1) * (delta_eff(cfg, pre, c) + q0 * q0)
         return float(val), float(val - T * (T + 1) * cfg.delta_prime / 2), 0.0, 0.0
     if key is None:
-        key = jax.random.fold_in(jax.random.PRNGKey(cfg.theory.seed), 7)
+        key = jax.random.fold_in(seed_key(cfg.theory.seed), 7)
     n = cfg.theory.mc_samples * cfg.theory.mc_repeats
     v, vc = _baseline_softmax(key, n, T, cfg.model.beta, c, pre.Q, pre.M, pre.Q0, q0,
                               cfg.delta_prime)

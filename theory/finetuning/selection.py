@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..gaussian import goe, memoize_by_key, n_sym
+from ..gaussian import goe, memoize_by_key, n_sym, seed_key
 
 __all__ = ["RULES", "score", "is_random", "spike_sensitivity", "selected_unit_B", "selection_m2",
            "smallest_score_m2", "smallest_score_scale", "POOL_CHUNK"]
@@ -173,7 +173,7 @@ def selection_m2(rule: str, T: int, rho: float, *, scale: float, beta: float | N
         return smallest_score_m2(n_sym(T), rho)
     # memoised (a pure function of its arguments: the Δ_eff,train of one point is asked for
     # several times, the value and its error propagation)
-    return _selection_m2_mc(jax.random.PRNGKey(12345) if key is None else key, rule, T,
+    return _selection_m2_mc(seed_key(12345) if key is None else key, rule, T,
                             float(rho), float(scale), beta, int(n))
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from .. import freeprob
 from ..config import Config
 from ..fixed_point import damped_fixed_point
-from ..gaussian import goe
+from ..gaussian import goe, seed_key
 from ..states import PretrainState
 
 __all__ = ["solve", "n_sigma", "alpha_perfect_recovery", "state_evolution"]
@@ -109,7 +109,7 @@ def _softmax_errors(cfg: Config, q: float, Q0: float) -> tuple[dict, dict]:
     """Monte Carlo test / clean / train errors of the plug-in posterior mean (softmax)."""
     T, beta, Delta = cfg.model.T, cfg.model.beta, cfg.pretrain.delta
     n = cfg.theory.mc_samples
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(cfg.theory.seed), 3)
+    k1, k2, k3 = jax.random.split(seed_key(cfg.theory.seed), 3)
     V = max(Q0 - q, 0.0)
     Om = goe(k1, (n,), T, q)
     G = goe(k2, (n,), T, V)

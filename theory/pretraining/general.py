@@ -40,6 +40,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from ..gaussian import seed_key
 from .. import engine
 from ..config import Config
 from ..solver_constants import STEIN_THRESHOLD
@@ -78,7 +79,7 @@ def _start_x(cfg: Config, alpha: float, init) -> np.ndarray:
 
 
 def _key(cfg: Config) -> jax.Array:
-    return jax.random.PRNGKey(cfg.theory.seed)
+    return seed_key(cfg.theory.seed)
 
 
 def _state(cfg: Config, alpha: float, rows: list, result: str, seconds: float,
