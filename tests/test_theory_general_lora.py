@@ -8,7 +8,7 @@ import pytest
 
 import theory  # noqa: F401
 from theory.config import Config
-from theory.finetuning import general_lora, lora
+from theory.finetuning import general_gram, general_lora, lora
 from theory.engine import repeat_key
 from theory.states import PretrainState
 
@@ -31,7 +31,7 @@ def test_linear_test_error_wick_form_vs_mc(Q, m):
     cfg = _cfg()
     S = lora._Setup(cfg.replace(theory={"mc_samples": 200_000}), PRE, allow_general=True)
     data = general_lora._data(S, jax.random.PRNGKey(3))
-    L = general_lora._factor(Q, m, S.q0)
+    L = general_gram.factor(Q, m, S.q0)
     e, _ = general_lora._test_fn("linear", 1.0, S.T)(L, float(Q[0, 1]), S.q0, data["Xi"],
                                                       data["eta"], data["St"], data["Ht"],
                                                       data["Nt"])
@@ -113,8 +113,8 @@ def test_general_softmax_balanced_point_is_a_fixed_point_up_to_the_gauge():
     cfg = _cfg("softmax").replace(theory={"tol": 1e-6})
     st, x, Fx = _solution_and_map(cfg)
     assert st.solver["converged"], st.solver
-    Q, m, V = general_lora._unpack(Fx)
-    back = general_lora._pack(*general_lora._balance(Q, m, V))
+    Q, m, V = general_gram.unpack(Fx)
+    back = general_gram.pack(*general_gram.balance(Q, m, V))
     assert _rel(back, x) < 2e-5
 
 

@@ -10,7 +10,7 @@ Equations (re-derived from T28–T31 with K = 2 vectors W = [u, v]; notation of 
 Order parameters: Q_W = WᵀW/d (2×2: q_uu, q_uv, q_vv), m_W = Wᵀw*/d ∈ R², response V_W (2×2) and
 conjugates Q̂_W, m̂_W, V̂_W. Token fields (ω_a, ν_a) = Ω_a ∈ R² and the spike field ζ_a, jointly
 Gaussian with the Gram matrix G of (w*, u, v)/√d: (ζ_a, ω_a, ν_a) = L (η_a, ξ_a0, ξ_a1), L Lᵀ = G
-lower-triangular, η, ξ iid N(0, 1) (:func:`_factor`; finite where u ∥ v, Q of rank one).
+lower-triangular, η, ξ iid N(0, 1) (:func:`.general_gram.factor`; finite where u ∥ v, Q of rank one).
 Loss (non-symmetric student score): ℓ′(Z; q_uv) = ‖σ(cB + Z_u Z_vᵀ − q_uv I) − σ(H + ζζᵀ − q0*I)‖²_F,
 Z ∈ R^{T×2}, Z_u, Z_v its columns; frozen B, H, R, ξ′ exactly as in :mod:`.lora` (T28).
 Prox: Ẑ = argmin_Z Σ_a (Z_a − Ω_a)ᵀ V_W⁻¹ (Z_a − Ω_a)/2 + ℓ′(Z), f_a = V_W⁻¹(Ẑ_a − Ω_a).
@@ -55,79 +55,12 @@ from .. import engine
 from ..config import Config
 from ..solver_constants import PIVOT_FLOOR, RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
 from ..states import FinetuneState, PretrainState
-from . import noise
+from . import general_gram as gram, noise
 from .lora import LoraBranches, _aggregate, _Setup
 from .lora_channel import start_target
 from ..prox import jacobi_eigh, multistart_prox, sym_inverse
 
 __all__ = ["solve", "linear_test_error", "GeneralLoraChannel"]
-
-
-# ------------------------------------------------------------------------------------------------
-# small 2×2 helpers (numpy, outside jit)
-# ------------------------------------------------------------------------------------------------
-def _sym(A):
-    return 0.5 * (A + A.T)
-
-
-def _sqrtm(Q):
-    w, U = np.linalg.eigh(Q)
-    return (U * np.sqrt(np.maximum(w, 0.0))) @ U.T
-
-
-def _unpack(x):
-    """x = (q_uu, q_uv, q_vv, m_u, m_v, V_uu, V_uv, V_vv) -> (Q, m, V)."""
-    Q = np.array([[x[0], x[1]], [x[1], x[2]]])
-    V = np.array([[x[5], x[6]], [x[6], x[7]]])
-    return Q, np.array([x[3], x[4]]), V
-
-
-def _pack(Q, m, V):
-    return np.array([Q[0, 0], Q[0, 1], Q[1, 1], m[0], m[1], V[0, 0], V[0, 1], V[1, 1]])
-
-
-def _factor(Q, m, q0) -> np.ndarray:
-    """(T33) Lower-triangular L with L Lᵀ = G, the Gram matrix of (w*, u, v)/√d,
-    G = [[q0*, m_u, m_v], [m_u, q_uu, q_uv], [m_v, q_uv, q_vv]]: the fields of a token are
-    (ζ, ω, ν) = L (η, ξ₀, ξ₁) with η, ξ₀, ξ₁ iid N(0, 1). Pivots of a G that is not positive
-    semi-definite are clamped at 0 (the projection used by :func:`_sanitize`). Where u ∥ v (Q of
-    rank one, as at the symmetric point, q_uv² = q_uu q_vv) the last pivot is 0 and every field is
-    still finite: no Q^{-1/2} is taken (the square-root form ζ = μ·Ξ + s′η needs Q⁻¹ and breaks
-    down on that boundary, where the general fixed point of linear attention sits)."""
-    s = math.sqrt(q0)
-    a1, b1 = float(m[0]) / s, float(m[1]) / s
-    a2 = math.sqrt(max(float(Q[0, 0]) - a1 * a1, 0.0))
-    b2 = (float(Q[0, 1]) - a1 * b1) / a2 if a2 > PIVOT_FLOOR else 0.0
-    b3 = math.sqrt(max(float(Q[1, 1]) - b1 * b1 - b2 * b2, 0.0))
-    return np.array([[s, 0.0, 0.0], [a1, a2, 0.0], [b1, b2, b3]])
-
-
-def _from_factor(L, V) -> np.ndarray:
-    """x = (Q, m, V) of the Gram factor L (:func:`_factor`)."""
-    G = L @ L.T
-    return _pack(G[1:, 1:], G[0, 1:] / L[0, 0], V)
-
-
-def _balance(Q, m, V):
-    """The point of the gauge orbit (u, v) → (cu, v/c) with q_uu = q_vv (T33: the penalty's
-    stationarity along the orbit; every other term of the free energy is invariant on it):
-    Q → DQD, m → Dm, V → DVD, D = diag(c, 1/c), c² = √(q_vv/q_uu). Unchanged where q_uu or
-    q_vv is 0."""
-    if not (Q[0, 0] > PIVOT_FLOOR and Q[1, 1] > PIVOT_FLOOR):
-        return Q, m, V
-    c = (Q[1, 1] / Q[0, 0]) ** 0.25
-    D = np.array([c, 1.0 / c])
-    return Q * np.outer(D, D), m * D, V * np.outer(D, D)
-
-
-def _sanitize(x, q0):
-    """The Gram matrix of (w*, u, v) projected on the positive semi-definite cone (pivots of its
-    Cholesky factor clamped at 0: :func:`_factor`) and V on positive definite 2×2 matrices
-    (eigenvalues ≥ 1e-12)."""
-    Q, m, V = _unpack(np.asarray(x, float))
-    wv, Uv = np.linalg.eigh(_sym(V))
-    V = (Uv * np.maximum(wv, 1e-12)) @ Uv.T
-    return _unpack(_from_factor(_factor(Q, m, q0), V))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,7 +108,7 @@ def _channel_fn(kind: str, beta: float, T: int):
 
     @functools.partial(jax.jit, static_argnames=("full",))
     def run(L, Vinv, quv, q0, warm, data, full=True):
-        """L the Gram factor (:func:`_factor`); returns the sample means of the hat ingredients
+        """L the Gram factor (:func:`.general_gram.factor`); returns the sample means of the hat ingredients
         and Ẑ (N, 2T)."""
         Xi, eta, Sst, Htea = data["Xi"], data["eta"], data["Sst"], data["Htea"]
         zeta, omega = _token_fields(L, Xi, eta)
@@ -239,13 +172,13 @@ def _hats(S: _Setup, means: dict, Q, m, force_stein: bool = False):
     """(T33) matrix hats: derivative forms, or the Stein forms when the multi-minimum fraction is
     ≥ STEIN_THRESHOLD or ``force_stein`` (the engine's retry of a stalled iteration).
 
-    Stein forms in the Gram factor L (:func:`_factor`), fields φ = (ζ, ω, ν) = L e with
+    Stein forms in the Gram factor L (:func:`.general_gram.factor`), fields φ = (ζ, ω, ν) = L e with
     e = (η, ξ₀, ξ₁) iid N(0, 1): E[f e_k] = Σ_j E[∂f/∂φ_j] L_jk, so
     (E Σ_a ∂_ζ f_a, E Σ_a ∂_Ω f_a) = E Σ_a f_a eᵀ · L⁻¹. They need an invertible L (u ∦ v and
     u ∦ w*): on the u ∥ v boundary the derivative forms are used."""
     al = S.alpha
-    Qhat = al * _sym(np.asarray(means["ff"]))
-    L = _factor(Q, m, S.q0)
+    Qhat = al * gram.sym(np.asarray(means["ff"]))
+    L = gram.factor(Q, m, S.q0)
     stein = (force_stein or float(means["multimin"]) >= STEIN_THRESHOLD) and \
         min(L[1, 1], L[2, 2]) > PIVOT_FLOOR
     if stein:
@@ -255,7 +188,7 @@ def _hats(S: _Setup, means: dict, Q, m, force_stein: bool = False):
     else:
         mhat = al * np.asarray(means["divz"])
         EdfdO = np.asarray(means["divw"])
-    Vhat = -al * _sym(EdfdO)
+    Vhat = -al * gram.sym(EdfdO)
     explicit = al * float(means["dq"])
     Vhat = Vhat + np.array([[0.0, explicit], [explicit, 0.0]])
     return Qhat, mhat, Vhat, stein
@@ -263,7 +196,7 @@ def _hats(S: _Setup, means: dict, Q, m, force_stein: bool = False):
 
 def _prior(S: _Setup, Qhat, mhat, Vhat):
     """T33 prior: V = (λ′I + V̂)⁻¹, m = q0* V m̂, Q = V(q0* m̂m̂ᵀ + Q̂)V."""
-    A = S.lam * np.eye(2) + _sym(Vhat)
+    A = S.lam * np.eye(2) + gram.sym(Vhat)
     w, U = np.linalg.eigh(A)
     V = (U / np.maximum(w, 1e-10)) @ U.T
     return V, S.q0 * V @ mhat, V @ (S.q0 * np.outer(mhat, mhat) + Qhat) @ V
@@ -286,16 +219,16 @@ class GeneralLoraChannel(LoraBranches):
         return jnp.zeros((self.S.n, 2 * self.S.T))
 
     def sanitize(self, x):
-        return _pack(*_sanitize(x, self.S.q0))
+        return gram.pack(*gram.sanitize(x, self.S.q0))
 
     def means(self, x, warm, data, full):
-        Q, m, V = _unpack(x)
-        return self._run(jnp.asarray(_factor(Q, m, self.S.q0)), jnp.asarray(np.linalg.inv(V)),
+        Q, m, V = gram.unpack(x)
+        return self._run(jnp.asarray(gram.factor(Q, m, self.S.q0)), jnp.asarray(np.linalg.inv(V)),
                          float(Q[0, 1]), self.S.q0, warm, data, full=full)
 
     def to_iter(self, x):
         """Iteration coordinates y = (L₁₀, L₁₁, L₂₀, L₂₁, L₂₂, V_uu, V_uv, V_vv) of x balanced
-        (:func:`_balance`): the Gram factor of (w*, u, v) (:func:`_factor`).
+        (:func:`.general_gram.balance`): the Gram factor of (w*, u, v) (:func:`.general_gram.factor`).
 
         Two slow directions of the (Q, m, V) iteration, measured at the linear test point
         (α′ = 3, λ′ = 0.5): (i) the fixed point has u ∥ v, Q of rank one, on the boundary of the
@@ -308,30 +241,30 @@ class GeneralLoraChannel(LoraBranches):
         is the balance, the rest of the free energy being invariant on it) and cuts every orbit
         once; that the balanced fixed point is one of the unbalanced map is checked in
         tests/test_theory_general_lora.py."""
-        Q, m, V = _balance(*_unpack(np.asarray(x, float)))
-        L = _factor(Q, m, self.S.q0)
+        Q, m, V = gram.balance(*gram.unpack(np.asarray(x, float)))
+        L = gram.factor(Q, m, self.S.q0)
         return np.array([L[1, 0], L[1, 1], L[2, 0], L[2, 1], L[2, 2], V[0, 0], V[0, 1], V[1, 1]])
 
     def from_iter(self, y):
         """Inverse of :meth:`to_iter` (any sign of the pivots: the same Gram matrix)."""
         y = np.asarray(y, float)
         L = np.array([[math.sqrt(self.S.q0), 0.0, 0.0], [y[0], y[1], 0.0], [y[2], y[3], y[4]]])
-        return _from_factor(L, np.array([[y[5], y[6]], [y[6], y[7]]]))
+        return gram.from_factor(L, np.array([[y[5], y[6]], [y[6], y[7]]]))
 
     def hats(self, x, means, force_stein):
-        Q, m, _ = _unpack(x)
+        Q, m, _ = gram.unpack(x)
         *h, stein = _hats(self.S, means, Q, m, force_stein)
         return tuple(h), stein
 
     def prior(self, hats):
         Vn, mn, Qn = _prior(self.S, *hats)
-        return _pack(Qn, mn, Vn)
+        return gram.pack(Qn, mn, Vn)
 
     def record(self, x, hats, means, stein):
         """M14 outputs at a solved point: q = √(q_uu q_vv), m = sign(m_u m_v)√|m_u m_v|, objective
         α'·train + λ'(q_uu + q_vv)/2, λ_AT and the prox fractions."""
         S = self.S
-        Q, m, V = _unpack(x)
+        Q, m, V = gram.unpack(x)
         Qhat, mhat, Vhat = hats
         al, lam, q0 = S.alpha, S.lam, S.q0
         train = float(means["train"])
@@ -370,7 +303,7 @@ def _test_errors(S: _Setup, data, Q, m):
     if S.linear:
         t = linear_test_error(S.cfg, S.pre, S.c, Q, m)
         return t, t - S.T * (S.T + 1) * S.dp / 2, 0.0, 0.0
-    e, ec = _test_fn("softmax", S.beta, S.T)(jnp.asarray(_factor(Q, m, S.q0)), float(Q[0, 1]),
+    e, ec = _test_fn("softmax", S.beta, S.T)(jnp.asarray(gram.factor(Q, m, S.q0)), float(Q[0, 1]),
                                              S.q0, data["Xi"], data["eta"], data["St"],
                                              data["Ht"], data["Nt"])
     e, ec = np.asarray(e), np.asarray(ec)
@@ -384,8 +317,8 @@ def _initial_points(S: _Setup):
     v0 = 1.0 / (S.lam + 4.0 * S.alpha * S.T + 1.0)
     V0 = v0 * np.eye(2)
     Qi = q0 * np.array([[1.0, 0.9], [0.9, 1.0]])
-    return [("informative", _pack(Qi, 0.85 * q0 * np.ones(2), V0)),
-            ("uninformative", _pack(0.5 * q0 * np.eye(2), 1e-3 * q0 * np.ones(2), V0))]
+    return [("informative", gram.pack(Qi, 0.85 * q0 * np.ones(2), V0)),
+            ("uninformative", gram.pack(0.5 * q0 * np.eye(2), 1e-3 * q0 * np.ones(2), V0))]
 
 
 def _record(r: dict) -> dict:
