@@ -50,9 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..gaussian import seed_key
 from .. import engine
 from ..config import Config
+from ..gaussian import seed_key
 from ..solver_constants import PIVOT_FLOOR, RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
 from ..states import FinetuneState, PretrainState
 from . import general_gram as gram, noise

@@ -140,8 +140,8 @@ class _Setup:
         """Per-sample channel arrays (independent of q, m, v)."""
         d = _draws(key, self.n, self.T, self.sampling)
         Q = self.pre.Q
-        fresh = _fresh_arrays(d["B"], d["R"], d["Xp"], float(Q), float(self.c), float(self.a),
-                              float(self.sR), float(self.dp))
+        scalars = (float(Q), float(self.c), float(self.a), float(self.sR), float(self.dp))
+        fresh = _fresh_arrays(d["B"], d["R"], d["Xp"], *scalars)
         Bt = fresh["Bt"]
         if self.reduced:
             Sst = jnp.zeros_like(Bt)
@@ -156,17 +156,14 @@ class _Setup:
             if self.e < 1:                     # partial reuse: the first e of each antithetic half
                 half = (Bt.shape[0] + 1) // 2
                 keep = (jnp.arange(Bt.shape[0]) % half) < round(self.e * half)
-                Sf = self.c * Bt
-                Hf = self.a * Bt + jnp.sqrt(self.sR) * d["R"] + jnp.sqrt(self.dp / 2) * d["Xp"]
-                Sst = jnp.where(keep[:, None, None], Sst, Sf)
-                Htea = jnp.where(keep[:, None, None], Htea, Hf)
+                Sst = jnp.where(keep[:, None, None], Sst, fresh["St"])
+                Htea = jnp.where(keep[:, None, None], Htea, fresh["Htrain"])
         elif self.selection:                                  # T36: the kept law of B
             scale, beta = noise.selection_operating_point(self.cfg, self.pre, self.c)
-            Btr = jnp.sqrt(Q) * selection.selected_unit_B(
+            kept = _fresh_arrays(selection.selected_unit_B(
                 self.cfg.finetune.selection, jax.random.fold_in(key, 7), self.n, self.T,
-                self.cfg.rho, scale=scale, beta=beta, B_unit=d["B"])
-            Sst = self.c * Btr
-            Htea = self.a * Btr + jnp.sqrt(self.sR) * d["R"] + jnp.sqrt(self.dp / 2) * d["Xp"]
+                self.cfg.rho, scale=scale, beta=beta, B_unit=d["B"]), d["R"], d["Xp"], *scalars)
+            Sst, Htea = kept["St"], kept["Htrain"]
         else:
             Sst, Htea = fresh["St"], fresh["Htrain"]
         # the test arrays are the fresh, unselected ones (T32)
@@ -176,8 +173,8 @@ class _Setup:
 
 @cached_jit
 def _fresh_arrays(B, R, Xp, Q, c, a, sR, dp) -> dict:
-    """Fresh-sequence channel arrays of T28/T32 from the unit draws, one program (numbers traced:
-    no recompilation across points): B̃ = √Q B, the student's S = cB̃, the teacher's
+    """Fresh-sequence channel arrays of T28/T32 from the unit draws B (or the kept ones of T36),
+    one program (numbers traced: no recompilation across points): B̃ = √Q B, the student's S = cB̃, the teacher's
     H = aB̃ + √s_R R, the label noise N = √(Δ′/2) ξ′ and H + N (training teacher, fresh)."""
     Bt = jnp.sqrt(Q) * B
     Ht = a * Bt + jnp.sqrt(sR) * R
