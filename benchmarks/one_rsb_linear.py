@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import theory  # noqa: F401  (float64)
@@ -22,56 +21,23 @@ import jax
 import numpy as np
 
 from theory.finetuning import one_rsb_linear as o
-
-KEYS = ("q", "q0", "m", "v", "phi", "energy", "sigma", "train", "overlap", "overlap_inter",
-        "test_error", "phi_se", "train_se", "residual", "converged")
+from theory.finetuning import one_rsb_ground as g
 
 
 def run_point(al, lam, key, N, mus, rule_sizes, starts, delta=2.25, T=3):
+    """:func:`theory.finetuning.one_rsb_ground.search` on this module's draws (ξ0, η, G; zero
+    backbone: Δ = Δ_eff = 2.25), every saddle printed."""
     prob = o.LinearProblem(T, al, lam, 1.0, delta)
     data = o.draws(jax.random.PRNGKey(key), N, T)
     rs_rule, rule = o.inner_rule(T, **o.RS_RULE), o.inner_rule(T, *rule_sizes)
     t0 = time.time()
-    rs = None
-    for st in ([1.0, 1.0, 0.9, 0.05], [2.0, 2.0, 0.01, 0.05], [0.5, 0.5, 0.4, 0.05]):
-        r = o.solve_mu(prob, 0.0, data, rs_rule, np.array(st), rs=True)
-        if r["converged"] and (rs is None or r["phi"] < rs["phi"]):
-            rs = r
-    rs["seconds"] = time.time() - t0
-    print(f"  [RS α'={al} λ'={lam} key={key}] " + " ".join(
-        f"{k}={rs[k]:.5g}" for k in KEYS if k != "converged") + f" {rs['seconds']:.0f}s",
-        flush=True)
-    branches = []
-    for name, frac_q0, frac_m in starts:
-        x = np.array([rs["q"], frac_q0 * rs["q"], frac_m * math.sqrt(frac_q0 * rs["q"]), rs["v"]])
-        recs = []
-        for mu in mus:
-            t = time.time()
-            r = o.solve_mu(prob, mu, data, rule, x)
-            r["seconds"] = time.time() - t
-            recs.append(r)
-            print(f"  [{name} α'={al} λ'={lam} key={key}] μ={mu:.3g} " + " ".join(
-                f"{k}={r[k]:.5g}" for k in KEYS if k != "converged") + f" conv={r['converged']}"
-                f" {r['seconds']:.0f}s", flush=True)
-            if r["converged"] and r["q"] - r["q0"] > 1e-6 * r["q"]:
-                x = np.array([r["q"], r["q0"], r["m"], r["v"]])
-            if ground_state(recs) is not None:       # Σ crossed 0: the rest of the branch is Σ < 0
-                break
-        branches.append(dict(name=name, records=recs, ground=ground_state(recs)))
-    return dict(alpha=al, lam=lam, key=key, N=N, rule=rule_sizes, rs=rs, branches=branches)
-
-
-def ground_state(recs):
-    """μ* where Σ crosses 0 from above along the converged, non-RS part of the branch (linear
-    interpolation of every quantity between the two bracketing μ); None if no crossing."""
-    ok = [r for r in recs if r["converged"] and r["q"] - r["q0"] > 1e-6 * r["q"]]
-    for a, b in zip(ok, ok[1:]):
-        if a["sigma"] > 0 >= b["sigma"]:
-            t = a["sigma"] / (a["sigma"] - b["sigma"])
-            g = {k: (1 - t) * a[k] + t * b[k] for k in KEYS if k not in ("converged",)}
-            g["mu"] = (1 - t) * a["mu"] + t * b["mu"]
-            return g
-    return None
+    R = g.search(prob, lambda x0: o.solve_mu(prob, 0.0, data, rs_rule, np.asarray(x0), rs=True),
+                 lambda mu, x0: o.solve_mu(prob, mu, data, rule, np.asarray(x0)), mus, starts,
+                 log=lambda s: print(f"  [α'={al} λ'={lam} key={key}] {s}", flush=True),
+                 rs_starts=g.RS_STARTS["linear"])
+    R["rs"]["seconds"] = time.time() - t0
+    return dict(alpha=al, lam=lam, key=key, N=N, rule=rule_sizes, rs=R["rs"],
+                branches=R["branches"])
 
 
 def table(results):

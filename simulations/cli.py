@@ -5,6 +5,7 @@
     hdlora compare  [CFG.toml] [--set ...] [--seeds N] [--json] [--quick] [--measured]
     hdlora optimize-pretraining [CFG.toml] [--set ...] [--over FIELD ...] [--recalibrate]
     hdlora mismatch-map [CFG.toml] [--set ...] [--x FIELD --x-values a,b] [--y FIELD --y-values ..]
+    hdlora one-rsb  [CFG.toml] [--set ...] [--repeats N] [--outer N] [--mus a,b,..] [--json]
     hdlora figures  [NAME ...] [--quick]
     hdlora sweep    SPEC.toml [--workers N | --scheduler tcp://host:8786] [--store DIR]
 
@@ -26,8 +27,8 @@ from __future__ import annotations
 import sys
 
 from simulations.cli_commands import EXIT_CONFIG, EXIT_NOT_CONVERGED, \
-    figures_command as _figures, mismatch_command as _mismatch, optimize_command as _optimize, \
-    sweep_command as _sweep, validate_command as _validate
+    figures_command as _figures, mismatch_command as _mismatch, one_rsb_command as _one_rsb, \
+    optimize_command as _optimize, sweep_command as _sweep, validate_command as _validate
 from simulations.cli_format import compare_rows, table_compare as _table_compare, \
     table_simulation as _table_simulation, table_theory as _table_theory
 from simulations.cli_io import OutputPathError, check_output_file, load_cli_config, \
@@ -76,14 +77,15 @@ def _run(args) -> int:
         return _validate(args)
     if args.command == "figures":
         return _figures(args)
-    if args.command in ("optimize-pretraining", "mismatch-map"):
+    if args.command in ("optimize-pretraining", "mismatch-map", "one-rsb"):
         try:
             cfg = _load(args)
         except ConfigError as err:
             print(f"hdlora: config error: {err}", file=sys.stderr)
             return EXIT_CONFIG
         try:
-            return (_optimize if args.command == "optimize-pretraining" else _mismatch)(args, cfg)
+            return {"optimize-pretraining": _optimize, "mismatch-map": _mismatch,
+                    "one-rsb": _one_rsb}[args.command](args, cfg)
         except (ValueError, NotImplementedError) as err:
             print(f"hdlora: {err}", file=sys.stderr)
             return EXIT_CONFIG

@@ -14,6 +14,7 @@ from simulations.cli_io import check_output_dir, check_output_file, parse_number
 from simulations.jsonio import dumps
 
 __all__ = ["EXIT_CONFIG", "EXIT_NOT_CONVERGED", "sweep_command", "validate_command",
+           "one_rsb_command",
            "figures_command", "optimize_command", "mismatch_command"]
 
 EXIT_CONFIG = 2
@@ -145,6 +146,51 @@ def mismatch_command(args, cfg) -> int:
                   f"{100 * best['test_cost_rel_err'][i]:.1f} %)")
     for note in result.notes:
         print(f"! {note}")
+    return 0
+
+
+def one_rsb_command(args, cfg) -> int:
+    """``hdlora one-rsb``: :func:`theory.finetuning.one_rsb_ground.predict_one_rsb`."""
+    from theory.finetuning.one_rsb_ground import Settings, predict_one_rsb
+    from theory.predict import predict_pretraining
+    from theory.provenance import provenance
+
+    check_output_file(args.out, "--out")
+    mus = None if args.mus is None else tuple(parse_numbers(args.mus, "--mus"))
+    if args.quick:
+        settings = Settings(repeats=1, n_outer=200, n_gh=3, mus=mus or (   # a smoke run
+            (0.1, 0.2) if cfg.model.attention == "linear" else (1.0, 3.0)))
+    else:
+        settings = Settings(repeats=args.repeats, n_outer=args.outer, n_gh=args.n_gh, mus=mus)
+    log = None if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
+    pre = predict_pretraining(cfg)
+    result = predict_one_rsb(cfg, pre, settings, log=log)
+    result.update(config=cfg.to_dict(), meta={**provenance(), "config_digest": cfg.digest()})
+    blob = dumps(result, indent=1)
+    if args.out:
+        from simulations.jsonio import write_atomic
+        write_atomic(args.out, blob)
+    if args.json:
+        print(blob)
+    else:
+        diag = result["one_rsb"]
+        print(f"{'finetune metric':22s} {'RS':>22s} {'1RSB (Σ = 0)':>22s}")
+        for k in result["finetune_rs"]:
+            cell = lambda e: ("n/a" if e["value"] is None else _fmt(e["value"])
+                              + (f" ± {_fmt(e['mc_err'])}" if e["mc_err"] is not None
+                                 else " ± n/a"))
+            print(f"{k:22s} {cell(result['finetune_rs'][k]):>22s} "
+                  f"{cell(result['finetune_1rsb'][k]):>22s}")
+        print(f"1RSB ground state in {diag['repeats_with_ground_state']} of {diag['repeats']} "
+              f"repeats; μ* = {_fmt(diag['mu_star']['value'])}, q0 = {_fmt(diag['q0']['value'])},"
+              f" φ_1RSB − φ_RS = {_fmt(diag['phi_minus_rs']['value'])}")
+        if diag["repeats_with_ground_state"] == 0:
+            print("no zero of the complexity on the μ grid: the 1RSB solution is RS there, or the "
+                  "grid is too short (--mus)")
+    if not all(diag_ok for diag_ok in result["one_rsb"]["rs_converged"]):
+        print("hdlora: the RS solve did not converge in every repeat (see --json)",
+              file=sys.stderr)
+        return EXIT_NOT_CONVERGED
     return 0
 
 

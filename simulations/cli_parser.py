@@ -97,6 +97,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the field optimised per x (e.g. pretrain.lam, finetune.recalibrate)")
     mm.add_argument("--y-values", default="0.01,0.03,0.1,0.3,1")
     mm.add_argument("--figure", help="write the map as an image (png/pdf)")
+    rsb = sub.add_parser("one-rsb", epilog=epilog,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         help="1RSB ground state of the LoRA fine-tuning next to RS (theory; "
+                              "where RS is doubtful)",
+                         description="Zero-temperature one-step RSB of the symmetric LoRA ERM "
+                         "(THEORY.md T33b; linear and softmax attention): per MC repeat the RS "
+                         "fixed point, the 1RSB saddle along a Parisi-μ grid and the ground "
+                         "state at zero complexity; RS and 1RSB metrics with MC errors over the "
+                         "repeats. Minutes per repeat (softmax).")
+    rsb.add_argument("config", nargs="?", help="TOML config")
+    rsb.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="SECTION.FIELD=VALUE")
+    rsb.add_argument("--json", action="store_true")
+    rsb.add_argument("--quick", action="store_true",
+                     help="1 repeat, 200 outer samples, n_gh = 3, two μ (a smoke run; "
+                          "the numbers are not converged)")
+    rsb.add_argument("--out", help="also write the JSON object to this file")
+    rsb.add_argument("--repeats", type=nonnegative_int, default=3, help="MC repeats (keys)")
+    rsb.add_argument("--outer", type=nonnegative_int, default=600,
+                     help="outer MC samples per repeat")
+    rsb.add_argument("--n-gh", type=nonnegative_int, default=5,
+                     help="Gauss-Hermite nodes per axis of the inner rule")
+    rsb.add_argument("--mus", help="comma-separated increasing Parisi μ grid (default: the "
+                                   "attention's, linear 0.03..0.45, softmax 1..8)")
     val = sub.add_parser("validate", help="theory vs simulation over sim.d with a finite-size "
                                           "extrapolation (runs the sweep, resumable)")
     val.add_argument("spec", help="sweep spec whose grid contains sim.d")

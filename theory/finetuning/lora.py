@@ -123,7 +123,8 @@ class LoraBranches:
         if not r["rs_doubtful"]:
             return None
         return (f"RS doubtful: lambda_AT = {r['lambda_AT']:.3g}, multi-minimum fraction "
-                f"{r['frac_multimin']:.3g}")
+                f"{r['frac_multimin']:.3g} (the 1RSB ground state: hdlora one-rsb, symmetric "
+                f"LoRA)")
 
 
 class LoraChannel(LoraBranches):

@@ -1,4 +1,5 @@
-"""One-step RSB (1RSB), zero temperature, of symmetric rank-one LoRA ERM — LINEAR channel only.
+"""One-step RSB (1RSB), zero temperature, of symmetric rank-one LoRA ERM — the LINEAR channel
+(the channel-independent prior, hats, φ and solver are in :mod:`.one_rsb`; restated here).
 
 Problem (MODEL.md M11, THEORY.md T28): minimise L'(w)/d = (1/d)Σ_μ ℓ'(X_μw/√d; |w|²/d) + λ'|w|²/d,
 ℓ'(z; q) = ‖A − zzᵀ‖²_F, A = ζζᵀ − q0*I + √Δ G + qI, G ~ GOE_T(1), Δ = Δ_eff (T25).
@@ -46,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -55,18 +55,17 @@ from jax.scipy.special import ndtr, ndtri
 
 from ..gaussian import goe
 from ..prox import jacobi_eigh
+from . import one_rsb
+from .one_rsb import hats, phi, prior_term, prior_update  # noqa: F401  (re-exported)
 
 __all__ = ["LinearProblem", "draws", "inner_rule", "prox_eig", "channel_means", "prior_term",
-           "prior_update", "hats", "phi", "fixed_point_map", "solve_mu", "linear_test_error"]
+           "prior_update", "hats", "phi", "fixed_point_map", "solve_mu", "linear_test_error",
+           "RS_RULE"]
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearProblem:
+class LinearProblem(one_rsb.Problem):
     """T, α', λ', q0*, Δ (= Δ_eff of T25: Δ'/2 + Q0 − 2cM + c²Q; 2.25 for the zero backbone)."""
-    T: int
-    alpha: float
-    lam: float
-    q0s: float
     delta: float
 
     @classmethod
@@ -192,132 +191,26 @@ def channel_means(x, mu, q0s, delta, data, rule):
                 feta=jnp.sum(fm * et, -1), fm2=jnp.sum(fm * fm, -1))
 
 
-def hats(x, mu, means: dict, prob: LinearProblem, vhat_form: str = "inner"):
-    """(R6) conjugates from the outer means (floats). vhat_form: "inner" (Stein on ξ1, needs
-    q > q0) or "outer" (Stein on ξ0: the RS formula of T30 at q0 = q)."""
-    q, q0, m, v = (float(t) for t in x)
-    al = prob.alpha
-    sp = math.sqrt(max(prob.q0s - m * m / q0, 0.0))
-    qh = al * means["f2"]
-    qh0 = al * means["fm2"]
-    mh = al * means["feta"] / sp if sp > 0 else 0.0
-    expl = 2 * al * means["dq"]
-    if vhat_form == "inner" and q - q0 > 0:
-        vh = mu * qh - al / math.sqrt(q - q0) * means["xi1f"] + expl
-    else:
-        vh = mu * (qh - qh0) - al / math.sqrt(q0) * (means["fxi0"] - m / (sp * math.sqrt(q0))
-                                                     * means["feta"]) + expl
-    return qh, qh0, vh, mh
-
-
-def prior_term(mu, qh, qh0, vh, mh, lam, q0s):
-    """(R3) Φ_in = (1/2μ)log D − VP/(2D); μ → 0: −V(q̂ + q0*m̂²)/2 (the RS prior term of T31)."""
-    V = 1.0 / (2 * lam + vh)
-    dq = qh - qh0
-    D = 1.0 - mu * V * dq
-    P = qh0 + q0s * mh * mh
-    lg = -V * dq / 2 if mu == 0 else math.log(D) / (2 * mu)
-    return lg - V * P / (2 * D)
-
-
-def prior_update(mu, qh, qh0, vh, mh, lam, q0s):
-    """(R5) (q, q0, m, v) from the conjugates (stationarity of R2 in q̂, q̂0, m̂, v̂)."""
-    v = 1.0 / (2 * lam + vh)
-    D = 1.0 - mu * v * (qh - qh0)
-    if not D > 0:
-        raise FloatingPointError(f"1RSB prior: D = {D} ≤ 0")
-    q0 = v * v * (qh0 + q0s * mh * mh) / D ** 2
-    return np.array([q0 + v * v * (qh - qh0) / D, q0, q0s * mh * v / D, v])
-
-
-def phi(x, mu, h, means: dict, prob: LinearProblem) -> float:
-    """(R2) the 1RSB free energy at (x, hats h), and (R7) the energy of the dominant states."""
-    q, q0, m, v = (float(t) for t in x)
-    qh, qh0, vh, mh = h
-    val = (0.5 * qh * v - 0.5 * vh * q + 0.5 * mu * (qh * q - qh0 * q0) + mh * m
-           + prior_term(mu, qh, qh0, vh, mh, prob.lam, prob.q0s) + prob.alpha * means["F"])
-    return val, prob.alpha * means["train"] + prob.lam * q
-
-
 def _means(x, mu, data, rule, prob):
     out = channel_means(jnp.asarray(x, dtype=jnp.float64), jnp.asarray(float(mu)),
                         prob.q0s, prob.delta, data, rule)
     return {k: float(jnp.mean(val)) for k, val in out.items()}, out
 
 
-def _sanitize(x, q0s):
-    q = max(float(x[0]), 1e-10)
-    q0 = min(max(float(x[1]), 1e-10), q)
-    m = float(np.clip(x[2], -(1 - 1e-9) * math.sqrt(q0 * q0s), (1 - 1e-9) * math.sqrt(q0 * q0s)))
-    return np.array([q, q0, m, max(float(x[3]), 1e-8)])
-
-
 def fixed_point_map(x, mu, data, rule, prob, vhat_form="inner"):
     """x ↦ prior_update(hats(channel(x))): R5 ∘ R6. Returns (new x, hats, means)."""
-    x = _sanitize(x, prob.q0s)
-    mn, _ = _means(x, mu, data, rule, prob)
-    h = hats(x, mu, mn, prob, vhat_form)
-    return prior_update(mu, *h, prob.lam, prob.q0s), h, mn
+    return one_rsb.map_step(x, mu, lambda y, u: _means(y, u, data, rule, prob), prob,
+                            vhat_form)[:3]
 
 
 RS_RULE = dict(n_gh=1, n_gl=1)   # q0 = q: the inner average is trivial (ω1 = 0)
 
 
-def solve_mu(prob, mu, data, rule, x0, *, rs=False, tol=1e-8, damping=0.5, max_iter=6):
-    """Saddle of R2 at fixed μ: damped iteration of the map R5∘R6, then Powell hybrid (scipy
-    ``root``, finite-difference Jacobian, frozen draws so the map is deterministic and smooth) on
-    G(x) − x. ``rs``: the RS subspace q0 = q (3 unknowns; v̂ by the outer Stein form = T30).
-    Returns a record with x, hats, φ, e (R7), Σ = μ(e − φ) (R8), residual, converged."""
-    from scipy.optimize import root
-
-    form = "outer" if rs else "inner"
-    full = (lambda y: np.array([y[0], y[0], y[1], y[2]])) if rs else (lambda y: y)
-    red = (lambda x: np.array([x[0], x[2], x[3]])) if rs else (lambda x: np.asarray(x))
-
-    def G(y):
-        x = _sanitize(full(y), prob.q0s)
-        return red(fixed_point_map(x, mu, data, rule, prob, form)[0]) - red(x)
-
-    y = red(_sanitize(x0, prob.q0s))
-    for _ in range(max_iter):
-        try:
-            step = G(y)
-        except FloatingPointError:
-            damping *= 0.5
-            continue
-        y = red(_sanitize(full(y + damping * step), prob.q0s))
-        if np.max(np.abs(step) / (np.abs(y) + 1e-3)) < 1e-3:
-            break
-
-    def Gs(y):
-        try:
-            return G(y)
-        except FloatingPointError:
-            return np.full(y.shape, 1e3)
-    sol = root(Gs, y, method="hybr", options=dict(xtol=tol, maxfev=12 * (y.size + 1)))
-    if np.max(np.abs(Gs(sol.x))) < np.max(np.abs(Gs(y))):
-        y = sol.x
-    x = _sanitize(full(y), prob.q0s)
-    mn, out = _means(x, mu, data, rule, prob)
-    h = hats(x, mu, mn, prob, form)
-    xn = prior_update(mu, *h, prob.lam, prob.q0s)
-    res = float(np.max(np.abs(xn - x) / (np.abs(x) + 1e-3)))
-    ph, e = phi(x, mu, h, mn, prob)
-    # MC errors of φ and of the train error from the outer samples (antithetic pairs averaged;
-    # at a saddle the order parameters' own fluctuations move φ only at second order)
-    se = lambda y: float(np.std(_pairs(y), ddof=1) / math.sqrt(_pairs(y).size))
-    q, q0, m, v = (float(t) for t in x)
-    return dict(mu=mu, q=q, q0=q0, m=m, v=v, qhat=h[0], qhat0=h[1], vhat=h[2], mhat=h[3], phi=ph,
-                energy=e, sigma=mu * (e - ph), train=mn["train"], residual=res,
-                converged=res < 1e-6, overlap=abs(m) / math.sqrt(q * prob.q0s),
-                overlap_inter=abs(m) / math.sqrt(q0 * prob.q0s),
-                test_error=linear_test_error(prob, q, m), phi_se=prob.alpha * se(out["F"]),
-                train_se=se(out["train"]))
-
-
-def _pairs(y):
-    y = np.asarray(y)
-    return 0.5 * (y[: y.size // 2] + y[y.size // 2:])
+def solve_mu(prob, mu, data, rule, x0, **kw):
+    """:func:`.one_rsb.solve_mu` with this module's channel (R9–R10) and the closed-form T32
+    test error."""
+    return one_rsb.solve_mu(prob, mu, lambda y, u: _means(y, u, data, rule, prob), x0,
+                            lambda q, m: linear_test_error(prob, q, m), **kw)
 
 
 def linear_test_error(prob: LinearProblem, q, m):
