@@ -22,6 +22,7 @@ import numpy as np
 
 from theory.finetuning import one_rsb_linear as o
 from theory.finetuning import one_rsb_ground as g
+from one_rsb_tables import table
 
 
 def run_point(al, lam, key, N, mus, rule_sizes, starts, delta=2.25, T=3):
@@ -38,32 +39,6 @@ def run_point(al, lam, key, N, mus, rule_sizes, starts, delta=2.25, T=3):
     R["rs"]["seconds"] = time.time() - t0
     return dict(alpha=al, lam=lam, key=key, N=N, rule=rule_sizes, rs=R["rs"],
                 branches=R["branches"])
-
-
-def table(results):
-    rows = ["| α′ | λ′ | key | solution | μ | q | q0 | m | overlap | overlap_inter | objective φ | "
-            "e | Σ | train | test | residual |", "|" + "---|" * 16]
-    for R in results:
-        rs = R["rs"]
-        rows.append(f"| {R['alpha']} | {R['lam']} | {R['key']} | RS | 0 | {rs['q']:.4f} | = q | "
-                    f"{rs['m']:.4f} | {rs['overlap']:.3f} | — | {rs['phi']:.4f} | "
-                    f"{rs['energy']:.4f} | 0 | {rs['train']:.3f} | {rs['test_error']:.2f} | "
-                    f"{rs['residual']:.1e} |")
-        for B in R["branches"]:
-            for r in B["records"]:
-                rows.append(f"| {R['alpha']} | {R['lam']} | {R['key']} | 1RSB {B['name']} | "
-                            f"{r['mu']:.3g} | {r['q']:.4f} | {r['q0']:.4f} | {r['m']:.4f} | "
-                            f"{r['overlap']:.3f} | {r['overlap_inter']:.3f} | {r['phi']:.4f} | "
-                            f"{r['energy']:.4f} | {r['sigma']:.2e} | {r['train']:.3f} | "
-                            f"{r['test_error']:.2f} | {r['residual']:.1e} |")
-            g = B["ground"]
-            if g is not None:
-                rows.append(f"| {R['alpha']} | {R['lam']} | {R['key']} | **1RSB {B['name']} "
-                            f"Σ = 0** | {g['mu']:.3g} | {g['q']:.4f} | {g['q0']:.4f} | "
-                            f"{g['m']:.4f} | {g['overlap']:.3f} | {g['overlap_inter']:.3f} | "
-                            f"{g['phi']:.4f} | {g['energy']:.4f} | 0 | {g['train']:.3f} | "
-                            f"{g['test_error']:.2f} | — |")
-    return "\n".join(rows)
 
 
 def main(argv=None):
@@ -92,7 +67,7 @@ def main(argv=None):
             if a.out:
                 with open(a.out, "w") as fh:
                     json.dump(results, fh, indent=1, default=float)
-    print(table(results))
+    print(table(results, lambda R: [R['alpha'], R['lam'], R['key']], ["α′", "λ′", "key"]))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import jax
 
 from theory.config import Config
 from theory.finetuning import one_rsb_ground as g
+from one_rsb_tables import table
 from theory.predict import predict_pretraining
 
 
@@ -48,30 +49,6 @@ def run_repeat(cfg, pre, key, mus, n_gh, starts, log=print):
     R = g.search(prob, timed(solve_rs), timed(solve_rsb), mus, starts,
                  log=lambda s: log(f"  [key={key}] {s}"))
     return dict(key=key, **R)
-
-
-def table(results):
-    rows = ["| key | solution | μ | q | q0 | m | overlap | overlap_inter | φ | e | Σ | train | "
-            "test | residual |", "|" + "---|" * 14]
-    for R in results:
-        rs = R["rs"]
-        rows.append(f"| {R['key']} | RS{'' if R['rs_converged'] else ' (not converged)'} | 0 | {rs['q']:.4f} | = q | {rs['m']:.4f} | "
-                    f"{rs['overlap']:.3f} | — | {rs['phi']:.4f} | {rs['energy']:.4f} | 0 | "
-                    f"{rs['train']:.4f} | {rs['test_error']:.4f} | {rs['residual']:.1e} |")
-        for B in R["branches"]:
-            for r in B["records"]:
-                rows.append(f"| {R['key']} | 1RSB {B['name']} | {r['mu']:.3g} | {r['q']:.4f} | "
-                            f"{r['q0']:.4f} | {r['m']:.4f} | {r['overlap']:.3f} | "
-                            f"{r['overlap_inter']:.3f} | {r['phi']:.4f} | {r['energy']:.4f} | "
-                            f"{r['sigma']:.2e} | {r['train']:.4f} | {r['test_error']:.4f} | "
-                            f"{r['residual']:.1e} |")
-            g = B["ground"]
-            if g is not None:
-                rows.append(f"| {R['key']} | **1RSB {B['name']} Σ = 0** | {g['mu']:.3g} | "
-                            f"{g['q']:.4f} | {g['q0']:.4f} | {g['m']:.4f} | {g['overlap']:.3f} | "
-                            f"{g['overlap_inter']:.3f} | {g['phi']:.4f} | {g['energy']:.4f} | 0 | "
-                            f"{g['train']:.4f} | {g['test_error']:.4f} | — |")
-    return "\n".join(rows)
 
 
 def main(argv=None):
@@ -102,7 +79,7 @@ def main(argv=None):
         if a.out:
             with open(a.out, "w") as fh:
                 json.dump(results, fh, indent=1, default=float)
-    print(table(results))
+    print(table(results, lambda R: [R['key']], ["key"]))
 
 
 if __name__ == "__main__":
