@@ -198,12 +198,14 @@ def _pairs(y):
 
 
 def ground_state(recs, keys=RECORD_KEYS):
-    """μ* where Σ crosses 0 from above along the converged, non-RS part of a branch (records in
-    increasing μ; every quantity linearly interpolated between the two bracketing μ); None if no
-    crossing."""
-    ok = [r for r in recs if r["converged"] and r["q"] - r["q0"] > 1e-6 * r["q"]]
-    for a, b in zip(ok, ok[1:]):
-        if a["sigma"] > 0 >= b["sigma"]:
+    """μ* where Σ crosses 0 from above between two neighbouring saddles of a branch (records in
+    increasing μ), both converged and not RS (q0 < q); every quantity linearly interpolated
+    between them. None if no such crossing. (A record that did not converge breaks the branch:
+    the continuation may have left it there, e.g. for the symmetric m = 0 branch, and an
+    interpolation across the gap would mix two branches.)"""
+    ok = lambda r: r["converged"] and r["q"] - r["q0"] > 1e-6 * r["q"]
+    for a, b in zip(recs, recs[1:]):
+        if ok(a) and ok(b) and a["sigma"] > 0 >= b["sigma"]:
             t = a["sigma"] / (a["sigma"] - b["sigma"])
             g = {k: (1 - t) * a[k] + t * b[k] for k in keys if k != "converged"}
             g["mu"] = (1 - t) * a["mu"] + t * b["mu"]
