@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import jax
 import pytest
 
 import theory  # noqa: F401
@@ -20,14 +19,8 @@ ZERO = PretrainState(Q=0.0, M=0.0, Q0=2.0, V=0.0)     # pretrain.lam = 1000: Ŝ 
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _release_compiled_programs():
-    """Drop jax's in-memory compiled programs after this module. In one long pytest process the
-    full default run crashed (SIGSEGV/SIGABRT inside XLA's executable (de)serialisation, in
-    tests/test_theory_prox.py) once these modules' extra programs were added; with them released
-    it does not (measured 2026-12-07; cause inside jaxlib not isolated)."""
-    yield
-    jax.clear_caches()
+# jax's compiled programs released after this module (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("release_compiled_programs")
 
 
 def test_linear_ground_state_lies_above_rs():

@@ -29,14 +29,8 @@ def _cfg(alpha=0.75, lam=0.05, n=200):
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _release_compiled_programs():
-    """Drop jax's in-memory compiled programs after this module. In one long pytest process the
-    full default run crashed (SIGSEGV/SIGABRT inside XLA's executable (de)serialisation, in
-    tests/test_theory_prox.py) once these modules' extra programs were added; with them released
-    it does not (measured 2026-12-07; cause inside jaxlib not isolated)."""
-    yield
-    jax.clear_caches()
+# jax's compiled programs released after this module (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("release_compiled_programs")
 
 
 @pytest.mark.parametrize("pre", [ZERO, PRE])
