@@ -3,8 +3,9 @@ T33b, docs/validation/scarce_data.md §3.16–§3.17): ``hdlora one-rsb``.
 
 Per MC repeat (an independent key; frozen outer draws shared by RS and 1RSB):
 
-1. the RS fixed point (q0 = q) on those draws, from :data:`RS_STARTS` (the lowest φ among the
-   converged ones; the lowest residual if none converged, flagged);
+1. the RS fixed point (q0 = q) on those draws, from the RS engine's fixed point and
+   :data:`RS_STARTS` (the lowest φ among the converged ones; the lowest residual if none
+   converged, flagged);
 2. for each continuation start (default: "informative", q0 = q/2, m = ½√(q0 q0*), from the RS
    (q, v)), the 1RSB saddle on the μ grid, each μ started from the previous saddle;
 3. the ground state (R8): the first downward zero of the complexity Σ(μ) along the converged,
@@ -157,12 +158,19 @@ def predict_one_rsb(cfg, pre, settings: Settings = Settings(), log=None) -> dict
     every repeat's records)."""
     _check(cfg)
     mus = tuple(settings.mus or DEFAULT_MUS[cfg.model.attention])
+    # the RS engine's own fixed point first among the RS starts: the fixed starts alone can miss
+    # the branch the engine selects (λ' = 0.5 with a pre-trained backbone: q = 0.18, overlap 0.63,
+    # where they converged to q = 0.18, overlap 0.17 at a φ 0.014 higher)
+    from ..predict import predict_finetuning
+    fin = predict_finetuning(cfg, pre)
+    rs_starts = ((fin.q, fin.q, fin.m, fin.v),) + RS_STARTS[cfg.model.attention]
     reps = []
     for r in range(settings.repeats):
         key = seed_key(cfg.theory.seed + 1000 + r)
         prob, solve_rs, solve_rsb = channel(cfg, pre, key, settings)
         rep = search(prob, solve_rs, solve_rsb, mus, settings.starts,
-                     None if log is None else (lambda s, r=r: log(f"[repeat {r}] {s}")))
+                     None if log is None else (lambda s, r=r: log(f"[repeat {r}] {s}")),
+                     rs_starts=rs_starts)
         reps.append(rep)
     grounds = [(R["rs"], R["ground"]) for R in reps if R["ground"] is not None]
     rs_block = {k: _entry([R["rs"][src] for R in reps]) for k, src in _OUT}
