@@ -158,9 +158,10 @@ def predict_one_rsb(cfg, pre, settings: Settings = Settings(), log=None) -> dict
     every repeat's records)."""
     _check(cfg)
     mus = tuple(settings.mus or DEFAULT_MUS[cfg.model.attention])
-    # the RS engine's own fixed point first among the RS starts: the fixed starts alone can miss
-    # the branch the engine selects (λ' = 0.5 with a pre-trained backbone: q = 0.18, overlap 0.63,
-    # where they converged to q = 0.18, overlap 0.17 at a φ 0.014 higher)
+    # the RS engine's own fixed point first among the RS starts (a start on the branch the engine
+    # selected; the fixed starts are not adapted to the point). At λ' = 0.5 with a pre-trained
+    # backbone (α' = 0.75) the RS on 600 draws still ends at q = 0.176, overlap 0.17, where the
+    # engine (3 × 4000) gives overlap 0.63: not resolved (scarce_data.md §3.17)
     from ..predict import predict_finetuning
     fin = predict_finetuning(cfg, pre)
     rs_starts = ((fin.q, fin.q, fin.m, fin.v),) + RS_STARTS[cfg.model.attention]
