@@ -19,7 +19,10 @@ O(1/d) offset of the simulation, which no solver flag can see).
 The flags are either those printed in the table (``theory flags`` column: the solver's flags when
 the table was made) or recomputed with the current solvers (``--recompute``: the setting's config
 is the table's spec — figures/specs/<section>.toml or the spec named in the table's preamble —
-with the row's axis values, solved by :func:`theory.predict.predict`).
+with the row's axis values, solved by :func:`theory.predict.predict`). ``--recompute`` also
+replaces the row's theory value and MC error by the current solver's, and its z by
+:func:`theory.schema.z_score` against the simulation printed beside that z (the extrapolation, or
+the one-d mean ± sem): the audit of the current theory against the stored simulations.
 
     python -m simulations.flag_audit docs/validation/*.md [--recompute] [--json]
 """
@@ -54,6 +57,7 @@ class Row:
     flags: tuple[str, ...] | None  # None: the table carries no per-row flags
     d_values: tuple = field(default=())
     extrapolated: bool = False    # z against the 1/d extrapolation over several d (else one d)
+    sim: tuple | None = None      # (value, error) printed beside z (None: not parsed)
 
     @property
     def flagged(self) -> bool:
@@ -140,6 +144,7 @@ def _rows_of(path, section, preamble, header, body) -> list[Row]:
             continue
         theory = re.match(_NUM, cells[t_col].replace("−", "-"))
         z = re.match(_NUM, cells[z_col].replace("−", "-"))
+        pm = re.match(rf"\s*({_NUM})\s*±\s*({_NUM})", cells[z_col - 1].replace("−", "-"))
         flags = None
         if flag_col is not None:
             text = cells[flag_col]
@@ -148,16 +153,19 @@ def _rows_of(path, section, preamble, header, body) -> list[Row]:
                        setting=tuple((a, _value(c)) for a, c in zip(axes, cells[:m_col])),
                        metric=cells[m_col], theory=float(theory.group()) if theory else math.nan,
                        z=float(z.group()) if z else None, flags=flags,
-                       extrapolated=len(zs) > 1))
+                       extrapolated=len(zs) > 1,
+                       sim=(float(pm.group(1)), float(pm.group(2))) if pm else None))
     return out
 
 
 def recompute_flags(rows: list[Row]) -> list[Row]:
-    """Flags of the current solvers at every row's setting (one :func:`predict` per setting)."""
+    """Flags, theory value and MC error of the current solvers at every row's setting (one
+    :func:`predict` per setting), z against the row's printed simulation (module docstring)."""
     from dataclasses import replace
 
     from theory.config import Config, ConfigError, read_toml
     from theory.predict import predict
+    from theory.schema import z_score
     from .sweeps.spec import _literal
 
     cache: dict = {}
@@ -172,10 +180,20 @@ def recompute_flags(rows: list[Row]) -> list[Row]:
                 cfg = base.with_overrides([f"{a}={_literal(v)}" for a, v in row.setting
                                            if "." in a])
                 try:
-                    cache[key] = tuple(predict(cfg)["flags"])
+                    cache[key] = predict(cfg)
                 except Exception as err:  # a failed solve is itself a flag
-                    cache[key] = (f"failed: {type(err).__name__}: {err}",)
-        out.append(replace(row, flags=cache[key]))
+                    cache[key] = {"flags": [f"failed: {type(err).__name__}: {err}"]}
+        res = cache[key]
+        if res is None:
+            out.append(replace(row, flags=None))
+            continue
+        stage, _, name = row.metric.partition(".")
+        entry = res.get(stage, {}).get(name) if isinstance(res.get(stage), dict) else None
+        theory, z = row.theory, row.z
+        if isinstance(entry, dict) and "value" in entry:
+            theory = entry["value"]
+            z = (z_score(theory, entry.get("mc_err"), *row.sim) if row.sim is not None else None)
+        out.append(replace(row, flags=tuple(res["flags"]), theory=theory, z=z))
     return out
 
 
@@ -211,7 +229,8 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("tables", nargs="+", help="markdown validation tables")
     parser.add_argument("--recompute", action="store_true",
-                        help="flags of the current solvers instead of those printed in the tables")
+                        help="flags, theory values and errors of the current solvers (z against "
+                             "the printed simulation) instead of those printed in the tables")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     rows = []

@@ -69,3 +69,30 @@ def test_extrapolated_rows_are_told_apart(tmp_path, capsys):
     assert main([str(path)]) == 0
     out = capsys.readouterr().out
     assert "total, extrapolated in d" in out and "total, one d" in out
+
+
+def test_recompute_replaces_theory_error_and_z(tmp_path):
+    """``--recompute`` re-solves every row's setting (its spec's base with the row's axis values)
+    and recomputes z against the simulation printed beside it: here a linear point whose table
+    claims an impossible theory value."""
+    import dataclasses
+    import math
+
+    from simulations.flag_audit import recompute_flags
+    from theory.predict import predict
+    from theory.config import Config
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('[sweep]\nname = "t"\n[sweep.grid]\n"finetune.alpha" = [3.0]\n'
+                    '[base.model]\nattention = "linear"\nT = 2\n'
+                    '[base.theory]\nmc_samples = 400\nmc_repeats = 2\n')
+    table = tmp_path / "v.md"
+    table.write_text("## scan\n\n" + EXTRAP.split("\n", 2)[2].replace("0.8±0.02", "9.9±0.01"))
+    rows = [r for r in parse_tables(table) if r.setting == (("finetune.alpha", 1.0),)]
+    assert rows[0].sim == pytest.approx((0.5, 0.05)) and rows[0].theory == 9.9
+    new = recompute_flags([dataclasses.replace(rows[0], spec=str(spec))])[0]
+    res = predict(Config().replace(model={"attention": "linear", "T": 2}, finetune={"alpha": 1.0},
+                                   theory={"mc_samples": 400, "mc_repeats": 2}))
+    value, err = res["finetune"]["overlap"]["value"], res["finetune"]["overlap"]["mc_err"]
+    assert new.theory == pytest.approx(value)
+    assert new.z == pytest.approx((value - 0.5) / math.hypot(0.05, err))

@@ -183,8 +183,14 @@ def test_two_worker_local_cluster_sweep(tmp_path):
 
     rows, axes = comparison_rows(tmp_path / "store", ["finetune.test_error"])
     assert axes == ["finetune.alpha"] and len(rows) == 2
-    # one MC repeat (CHEAP_BASE): the fine-tuning MC error is unknown, so is z (never inflated)
-    assert all(r["n"] == 2 and math.isfinite(r["theory"]) and r["z"] is None for r in rows)
+    # one MC repeat (CHEAP_BASE): no spread over repeats, so the fine-tuning MC error is the
+    # linear-response one of that repeat's samples (theory.engine.linear_response): known and
+    # > 0 at the converged α' = 2; at α' = 1 (a stalled solve, RS doubtful) unknown (nan: the
+    # first-order answer is not used there) or > 0, never 0
+    assert all(r["n"] == 2 and math.isfinite(r["theory"]) for r in rows)
+    by_alpha = {float(r["finetune.alpha"]): r for r in rows}
+    assert by_alpha[2.0]["theory_err"] > 0 and math.isfinite(by_alpha[2.0]["z"])
+    assert not by_alpha[1.0]["theory_err"] == 0
     assert format_table(rows, axes).count("\n") == 3 and "± ? | " in format_table(rows, axes)
     # the closed-form (direct) pre-training has exact errors: z is defined
     pre_rows, _ = comparison_rows(tmp_path / "store", ["pretrain.test_error"])

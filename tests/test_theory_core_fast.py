@@ -78,7 +78,14 @@ def test_selection_small_n():
 
 
 def test_one_repeat_errors_are_unknown_not_zero():
+    # one MC repeat: no spread over repeats. MC draws: the linear-response error of that
+    # repeat's samples (theory.engine.linear_response), known and > 0; QMC draws (not
+    # independent samples): unknown, None — never 0
     st_ = lora.solve(_cfg(alpha=3.0), PRE)
+    for k in ("q", "m", "overlap", "objective", "test_error"):
+        assert st_.mc_err[k] is not None and st_.mc_err[k] > 0
+        assert st_.solver["mc_err_spread"][k] is None
+    st_ = lora.solve(_cfg(alpha=3.0).replace(theory={"draws": "qmc", "mc_samples": 512}), PRE)
     for k in ("q", "m", "overlap", "objective", "test_error"):
         assert k in st_.mc_err and st_.mc_err[k] is None
 

@@ -149,6 +149,12 @@ def test_column_newton_takes_the_same_steps():
         batched_newton(fns["obj"], z0.T, _to_columns(p), columns=True)
 
 
+def _at(tree, path):
+    for entry in path:
+        tree = tree[entry.key]
+    return tree
+
+
 def test_channel_means_equal_in_both_layouts(monkeypatch):
     """The channel's sample means (full multistart and warm polish) with the column-wise prox
     and hats equal those of the per-sample form (COLUMN_FORM_MAX_T = 0) to 1e-9: the layout is
@@ -172,9 +178,10 @@ def test_channel_means_equal_in_both_layouts(monkeypatch):
         out[t_max] = (full, z, warm, z2)
     lora_channel._channel_fn.cache_clear()
     for a, b in zip(out[4], out[0]):
-        if isinstance(a, dict):
-            for k in a:
-                np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-9, err_msg=k)
+        if isinstance(a, dict):                  # the means, with their per-sample arrays
+            for path, leaf in jax.tree_util.tree_leaves_with_path(a):
+                np.testing.assert_allclose(leaf, _at(b, path), rtol=1e-9, atol=1e-9,
+                                           err_msg=jax.tree_util.keystr(path))
         else:
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-8)
 

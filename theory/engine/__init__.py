@@ -17,9 +17,10 @@ repeat). Not ported: the deterministic Bayes pre-training SE (T21–T23; :mod:`.
 
 from .channel import Channel
 from .driver import choose, find_branches, flags_of, repeat_start, solve, solve_branch
+from .linear_response import sample_row
 from .repeats import aggregate, parallel_map, repeat_key
 from .settings import RESULT_CODES, BranchResult, Settings, Solution, Start
 
 __all__ = ["Channel", "Settings", "Start", "BranchResult", "Solution", "RESULT_CODES", "solve",
            "solve_branch", "find_branches", "choose", "repeat_key", "aggregate", "flags_of",
-           "parallel_map", "repeat_start"]
+           "parallel_map", "repeat_start", "sample_row"]

@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..fixed_point import damped_fixed_point
+from .linear_response import sample_row
 from .repeats import aggregate, parallel_map, repeat_key
 from .settings import BranchResult, Settings, Solution, Start
 
@@ -187,7 +188,7 @@ def solve_branch(channel, data, start: Start, settings: Settings, *, cap: int | 
                         result=sol.result, iterations=sol.iterations,
                         residual=float(sol.residual), seconds=record["seconds"],
                         stein_retry=stein_retry, warm=st["warm"],
-                        slope=None if slope is None else float(slope))
+                        slope=None if slope is None else float(slope), means=means)
 
 
 def _retraced(rounds, end: str) -> tuple:
@@ -359,7 +360,7 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
     def run_repeat(i, start, cap):
         d_i = channel.draws(repeat_key(key, i))
         r_i = solve_branch(channel, d_i, start, settings, cap=cap)
-        return channel.outputs(r_i, d_i), r_i
+        return sample_row(channel, r_i, d_i), r_i
 
     # speculation along a curve: the repeats that continue from the neighbour when the selected
     # branch keeps the neighbour's label run on the other threads while the branches are
@@ -393,18 +394,20 @@ def solve(channel, settings: Settings, key, starts, *, previous: Solution | None
         return run_repeat(i, start, cap)
 
     done = parallel_map(repeat, range(1, settings.repeats), settings.workers)
-    rows = [channel.outputs(best, data)] + [row for row, _ in done]
+    rows = [sample_row(channel, best, data)] + [row for row, _ in done]
     results = [best] + [r for _, r in done]
     converged = all(r.converged for r in results)
     retries = sum(int(r.stein_retry) for r in results)
-    metrics, err = aggregate(rows)
+    parts: dict = {}
+    metrics, err = aggregate(rows, parts)
     result = best.result if not best.converged else (
         "converged" if converged else "repeat_unconverged")
     stats = dict(converged=converged, result=best.result, iterations=best.iterations,
                  residual=best.residual, seconds=time.perf_counter() - t0,
                  n_branches=len(found), mc_repeats=settings.repeats, stein_retries=retries,
                  repeat_iterations=tuple(r.iterations for r in results),
-                 continued=previous is not None, speculative_repeats_kept=len(kept))
+                 continued=previous is not None, speculative_repeats_kept=len(kept),
+                 mc_err_parts=parts)
     flags = flags_of(channel, converged, best.record, len(found), retries,
                      stable=any(b.stable for b in found))
     return Solution(value=best.x, result=result, best=best,

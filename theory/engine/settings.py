@@ -127,6 +127,9 @@ class BranchResult:
     warm: Any = field(default=None, repr=False)
     #: slope of the map at x (channels with the ``stability`` hook; None: not checked)
     slope: float | None = None
+    #: the means of the reported (full) evaluation at x, per-sample arrays included where the
+    #: channel returns them (:mod:`.linear_response`; not in the repr)
+    means: Any = field(default=None, repr=False)
 
     @property
     def converged(self) -> bool:

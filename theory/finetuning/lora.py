@@ -66,7 +66,7 @@ from ..config import Config
 from ..solver_constants import RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
 from ..states import FinetuneState, PretrainState
 from . import noise
-from .lora_channel import _channel_fn, _draws, _Setup, _sigma, _test_fn  # noqa: F401
+from .lora_channel import UNIT_KEYS, _channel_fn, _draws, _Setup, _sigma, _test_fn  # noqa: F401
 
 __all__ = ["solve", "solve_linear_reduced", "solve_curve", "test_error_mc", "linear_test_error",
            "LoraChannel", "RS_DOUBT_MULTIMIN", "STEIN_THRESHOLD"]
@@ -158,6 +158,16 @@ class LoraChannel(LoraBranches):
     def prior(self, hats):
         return _prior(self.S, *hats)
 
+    def units(self, means):
+        """(keys, per-unit values) for the linear-response MC error (:mod:`theory.engine.
+        linear_response`): the antithetic pairs (i, i + n/2) of the MC draws are the independent
+        units; None for QMC draws (not independent)."""
+        if self.S.sampling != "mc" or "samples" not in means:
+            return None
+        P = np.stack([np.asarray(means["samples"][k], float) for k in UNIT_KEYS], 1)
+        h = P.shape[0] // 2
+        return UNIT_KEYS, 0.5 * (P[:h] + P[h:2 * h])
+
     def record(self, x, hats, means, stein):
         """T31–T32 at a solved point: objective α'·train + λ'q (= φ at the saddle), φ_var, λ_AT
         and the prox fractions of the flags."""
@@ -191,11 +201,16 @@ def _test_errors(S: _Setup, data: dict, q: float, m: float):
     return _mc_test(S, data, q, m)
 
 
-def _mc_test(S: _Setup, data: dict, q: float, m: float):
+def _test_samples(S: _Setup, data: dict, q: float, m: float):
+    """Per-sample T32 test errors (noisy, clean) on this draw's fresh arrays."""
     kind = "softmax" if S.cfg.model.attention == "softmax" else "linear"
     e, ec = _test_fn(kind, S.beta, S.T)(q, m, S.q0, data["xi_t"], data["eta"], data["St"],
                                         data["Ht"], data["Nt"])
-    e, ec = np.asarray(e), np.asarray(ec)
+    return np.asarray(e), np.asarray(ec)
+
+
+def _mc_test(S: _Setup, data: dict, q: float, m: float):
+    e, ec = _test_samples(S, data, q, m)
     n = e.size
     return (float(e.mean()), float(ec.mean()), float(e.std(ddof=1) / math.sqrt(n)),
             float(ec.std(ddof=1) / math.sqrt(n)))
@@ -234,12 +249,20 @@ def _label(r: dict) -> str:
 
 
 def _metrics_of(S, data, r):
-    """One repeat's metric row (T32); ``_se``: within-draw errors of the sampled test formula."""
-    t, tc, se, sec = _test_errors(S, data, r["q"], r["m"])
+    """One repeat's metric row (T32); ``_se``: within-draw errors of the sampled test formula;
+    ``_samples``: its per-sample values (the direct term of the linear-response error,
+    :mod:`theory.engine.linear_response`)."""
     row = dict(q=r["q"], m=r["m"], overlap=r["overlap"], train_error=r["train"],
-               objective=r["objective"], test_error=t, test_error_clean=tc)
-    if not S.linear:
-        row["_se"] = dict(test_error=se, test_error_clean=sec)
+               objective=r["objective"])
+    if S.linear:
+        t, tc, _, _ = _test_errors(S, data, r["q"], r["m"])
+        return dict(row, test_error=t, test_error_clean=tc)
+    e, ec = _test_samples(S, data, r["q"], r["m"])
+    n = e.size
+    row.update(test_error=float(e.mean()), test_error_clean=float(ec.mean()),
+               _se=dict(test_error=float(e.std(ddof=1) / math.sqrt(n)),
+                        test_error_clean=float(ec.std(ddof=1) / math.sqrt(n))),
+               _samples=dict(test_error=e, test_error_clean=ec))
     return row
 
 
@@ -292,7 +315,9 @@ def _solve_setup(S: _Setup, *, init=None, repeats=None, explicit_q=True) -> Fine
                  stein_hats=best["stein_hats"], phi=best["phi"],
                  phi_minus_objective=best["phi_minus_objective"], rs_doubtful=best["rs_doubtful"],
                  mc_repeats=settings.repeats, stein_retries=sol.stats["stein_retries"],
-                 explicit_q_term=explicit_q, kind=S.kind, continued=sol.stats["continued"])
+                 explicit_q_term=explicit_q, kind=S.kind, continued=sol.stats["continued"],
+                 mc_err_spread=sol.stats["mc_err_parts"].get("spread"),
+                 mc_err_linear_response=sol.stats["mc_err_parts"].get("linear_response"))
     return dataclasses.replace(
         _state_from(S, best, [_branch_record(r) for r in sol.branches], sol.repeats, extra,
                     sol.flags), solution=sol)

@@ -185,6 +185,11 @@ def _fresh_arrays(B, R, Xp, Q, c, a, sR, dp) -> dict:
 # ------------------------------------------------------------------------------------------------
 # per-sample channel (jitted, vmapped)
 # ------------------------------------------------------------------------------------------------
+#: the per-sample means the hats (T30) and the metric row (train error) read: the units of
+#: :mod:`theory.engine.linear_response`
+UNIT_KEYS = ("f2", "fxi", "feta", "divw", "divz", "dq", "train")
+
+
 def start_target(kind: str, beta: float, zeta, Sst, Htea, q0):
     """Target A of the LoRA score zzᵀ − qI, minus qI, from which the prox multistart takes its
     spectral starts (T29): exact for linear σ (Htea − Sst + ζζᵀ − q0 I); for softmax the
@@ -330,6 +335,8 @@ def _channel_fn(kind: str, beta: float, T: int, explicit_q: bool):
                     unconv=(~r["converged"]).astype(jnp.float64))
         means = {k: jnp.mean(v) for k, v in outs.items()}
         means["newton_iters"] = r["iters"]
+        # per-sample hat ingredients: the units of the linear-response MC error (engine)
+        means["samples"] = {k: outs[k] for k in UNIT_KEYS}
         return means, z
 
     return run

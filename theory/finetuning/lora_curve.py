@@ -14,7 +14,7 @@ from ..config import Config
 from ..states import FinetuneState, PretrainState
 from .. import engine
 from . import noise
-from .lora import (LoraChannel, _branch_record, _initial_points, _metrics_of, _Setup,
+from .lora import (LoraChannel, _branch_record, _initial_points, _Setup,
                    _solve_setup, _state_from)
 
 
@@ -102,12 +102,12 @@ def solve_curve(cfg: Config, pre: PretrainState, alphas, *, repeats: int = 1) ->
                 found.append(b)
         found.sort(key=lambda b: b.record["objective"])
         best = found[0]
-        rows = [_metrics_of(S, data, best.record)]
+        rows = [engine.sample_row(ch, best, data)]
         for i in range(1, repeats):
             d_i = S.data(engine.repeat_key(key, i))
             r_i = engine.solve_branch(ch, d_i, engine.repeat_start(best), settings,
                                       cap=settings.repeat_cap(best.iterations))
-            rows.append(_metrics_of(S, d_i, r_i.record))
+            rows.append(engine.sample_row(ch, r_i, d_i))
         rec = best.record
         flags = ["RS doubtful"] if rec["rs_doubtful"] else []
         extra = dict(converged=rec["converged"], iterations=rec["iterations"],
