@@ -58,6 +58,7 @@ class Row:
     d_values: tuple = field(default=())
     extrapolated: bool = False    # z against the 1/d extrapolation over several d (else one d)
     sim: tuple | None = None      # (value, error) printed beside z (None: not parsed)
+    recomputed: bool = False      # flags, theory and z from the current solvers (--recompute)
 
     @property
     def flagged(self) -> bool:
@@ -171,29 +172,25 @@ def recompute_flags(rows: list[Row]) -> list[Row]:
     cache: dict = {}
     out = []
     for row in rows:
+        if row.spec is None or any("." not in a for a, _ in row.setting):
+            out.append(row)    # no spec, or an axis that is not a config field: as printed
+            continue
         key = (row.spec, row.setting)
         if key not in cache:
-            if row.spec is None:
-                cache[key] = None
-            else:
-                base = Config.from_dict(read_toml(row.spec, "spec", ConfigError).get("base", {}))
-                cfg = base.with_overrides([f"{a}={_literal(v)}" for a, v in row.setting
-                                           if "." in a])
-                try:
-                    cache[key] = predict(cfg)
-                except Exception as err:  # a failed solve is itself a flag
-                    cache[key] = {"flags": [f"failed: {type(err).__name__}: {err}"]}
+            base = Config.from_dict(read_toml(row.spec, "spec", ConfigError).get("base", {}))
+            cfg = base.with_overrides([f"{a}={_literal(v)}" for a, v in row.setting])
+            try:
+                cache[key] = predict(cfg)
+            except Exception as err:  # a failed solve is itself a flag
+                cache[key] = {"flags": [f"failed: {type(err).__name__}: {err}"]}
         res = cache[key]
-        if res is None:
-            out.append(replace(row, flags=None))
-            continue
         stage, _, name = row.metric.partition(".")
         entry = res.get(stage, {}).get(name) if isinstance(res.get(stage), dict) else None
         theory, z = row.theory, row.z
         if isinstance(entry, dict) and "value" in entry:
             theory = entry["value"]
             z = (z_score(theory, entry.get("mc_err"), *row.sim) if row.sim is not None else None)
-        out.append(replace(row, flags=tuple(res["flags"]), theory=theory, z=z))
+        out.append(replace(row, flags=tuple(res["flags"]), theory=theory, z=z, recomputed=True))
     return out
 
 
@@ -256,6 +253,9 @@ def main(argv=None) -> int:
         print(f"{src[-60:]:60s} {r['n']:5d} {r['disagree']:8d} {_fmt(r['recall']):>7s} "
               f"{_fmt(r['false_alarm']):>11s} | {p['n']:10d} {p['disagree']:8d} "
               f"{_fmt(p['recall']):>7s} {_fmt(p['false_alarm']):>11s}")
+    if args.recompute:
+        print(f"recomputed {sum(r.recomputed for r in rows)} of {len(rows)} rows (the others as "
+              "printed: no spec, or an axis that is not a config field)")
     for miss in result["total"]["misses"]:
         print(f"missed: {miss['source']} {miss['setting']} {miss['metric']} z = {miss['z']:+.2f}")
     return 0

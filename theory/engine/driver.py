@@ -50,6 +50,7 @@ from ..fixed_point import damped_fixed_point
 from .linear_response import sample_row
 from .repeats import aggregate, parallel_map, repeat_key
 from .settings import BranchResult, Settings, Solution, Start
+from .stability import escape_unstable as _escape
 
 __all__ = ["solve_branch", "find_branches", "solve", "choose", "repeat_key", "aggregate",
            "flags_of", "parallel_map"]
@@ -209,38 +210,6 @@ def _retraced(rounds, end: str) -> tuple:
             break
         out.append((k if end == "rounds" else 0, value))
     return tuple(out)
-
-
-def _escape(channel, data, two_phases, sol, x_fp, slope, kick, settings: Settings, cap: int,
-            to_it, from_it):
-    """Leave the unstable converged point ``x_fp`` (slope ≥ 1; module docstring): plain damped
-    steps (``plain_escape`` of them) from x_fp + kick, then Anderson again; if that converges to
-    an unstable point too, plain iteration from it (+ its kick) to the end of the cap. Returns
-    the last converged solution (the unstable one if no escape converged; its iterations count
-    every attempt) and its slope."""
-    used = sol.iterations
-    for plain_cap, accel in ((settings.plain_escape, settings.anderson), (None, 0)):
-        left = cap - used
-        if left < 1:
-            break
-        start = to_it(np.asarray(x_fp, float) + np.asarray(kick, float))
-        # plain runs are slow near a slope of 1 by design: never stopped as "slow"
-        again = two_phases(start, False, left if plain_cap is None else min(plain_cap, left),
-                           anderson=0, slow=None)
-        used += again.iterations
-        if not again.converged and cap - used >= 1:
-            # Anderson again (the branch's own "slow" rule), or plain to the end (never "slow")
-            again = two_phases(again.value, False, cap - used, anderson=accel,
-                               **({} if accel else {"slow": None}))
-            used += again.iterations
-        if not again.converged:
-            continue
-        x_fp = channel.sanitize(from_it(again.value))
-        slope, kick = channel.stability(x_fp, data)
-        sol = again
-        if slope < 1.0:
-            break
-    return dataclasses.replace(sol, iterations=used), slope
 
 
 def find_branches(channel, data, starts, settings: Settings) -> list[BranchResult]:
