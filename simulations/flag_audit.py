@@ -159,6 +159,25 @@ def _rows_of(path, section, preamble, header, body) -> list[Row]:
     return out
 
 
+def _full_setting(row: Row, read_toml, error) -> tuple | None:
+    """The theory config's overrides of a row: its axes plus every non-``sim.`` axis of its
+    spec's grid that has one value; None when that is not determined (no spec, an axis that is
+    not a config field, a grid axis with several values that the row does not name)."""
+    if row.spec is None or any("." not in a for a, _ in row.setting):
+        return None
+    grid = read_toml(row.spec, "spec", error).get("sweep", {}).get("grid", {})
+    named = dict(row.setting)
+    extra = []
+    for axis, values in grid.items():
+        if axis in named or axis.startswith("sim."):
+            continue
+        values = values if isinstance(values, list) else [values]
+        if len(values) != 1:
+            return None
+        extra.append((axis, values[0]))
+    return tuple(row.setting) + tuple(extra)
+
+
 def recompute_flags(rows: list[Row]) -> list[Row]:
     """Flags, theory value and MC error of the current solvers at every row's setting (one
     :func:`predict` per setting), z against the row's printed simulation (module docstring)."""
@@ -172,13 +191,14 @@ def recompute_flags(rows: list[Row]) -> list[Row]:
     cache: dict = {}
     out = []
     for row in rows:
-        if row.spec is None or any("." not in a for a, _ in row.setting):
-            out.append(row)    # no spec, or an axis that is not a config field: as printed
+        setting = _full_setting(row, read_toml, ConfigError)
+        if setting is None:
+            out.append(row)    # the row's theory config is not known: as printed
             continue
-        key = (row.spec, row.setting)
+        key = (row.spec, setting)
         if key not in cache:
             base = Config.from_dict(read_toml(row.spec, "spec", ConfigError).get("base", {}))
-            cfg = base.with_overrides([f"{a}={_literal(v)}" for a, v in row.setting])
+            cfg = base.with_overrides([f"{a}={_literal(v)}" for a, v in setting])
             try:
                 cache[key] = predict(cfg)
             except Exception as err:  # a failed solve is itself a flag
@@ -255,7 +275,8 @@ def main(argv=None) -> int:
               f"{_fmt(p['recall']):>7s} {_fmt(p['false_alarm']):>11s}")
     if args.recompute:
         print(f"recomputed {sum(r.recomputed for r in rows)} of {len(rows)} rows (the others as "
-              "printed: no spec, or an axis that is not a config field)")
+              "printed: no spec, an axis that is not a config field, or a spec grid axis with "
+              "several values the row does not name)")
     for miss in result["total"]["misses"]:
         print(f"missed: {miss['source']} {miss['setting']} {miss['metric']} z = {miss['z']:+.2f}")
     return 0

@@ -20,7 +20,7 @@ an influence I_u = G (p_u − p̄) on the row, G = (dR/dx)(I − J)⁻¹ ∂Φ/�
 uses all N samples, where the spread of R repeats has R − 1 degrees of freedom: with the default
 three repeats it is below half the true error in 22 % of the points (χ²₂), and at the
 scarce-data point of docs/validation/scarce_data.md §3.18 it printed 0.004 for an overlap whose
-spread over 33 independent draws is 0.028/√3 = 0.016 per three-repeat mean (this estimate: 0.014).
+spread over 33 independent draws is 0.028/√3 = 0.016 per three-repeat mean (this estimate: 0.012).
 It is first order: a repeat whose samples jump between minima near x*, or a J with an eigenvalue
 near 1 (a slow direction), is where it is least accurate, and where the spread over repeats is
 kept as the other estimate (:func:`.repeats.aggregate` reports the larger of the two).
@@ -39,15 +39,16 @@ import numpy as np
 __all__ = ["sample_row", "sampling_variances", "STEP", "FLOOR", "RHO_MAX"]
 
 #: relative forward-difference step in x (above the O(1/N) jumps of samples that change minimum,
-#: and small against the map's curvature; measured: at N = 4000 the predicted per-draw spread of
-#: the overlap, 0.025, against 0.028 over 33 draws, scarce_data.md §3.18)
+#: and small against the map's curvature; measured at N = 4000, scarce_data.md §3.18: the rms
+#: predicted per-draw sd of the §3.14b overlap 0.024 against 0.022 over 20 draws)
 STEP = 1e-2
 #: absolute floor of the step (an m at 0 on the uninformative branch)
 FLOOR = 1e-3
 #: the largest spectral radius of J at which the first-order answer is used: (I − J)⁻¹ amplifies
 #: by up to 1/(1 − ρ) = 10, and near ρ = 1 (a slow direction, a fold) the fluctuation of x* is
-#: not linear in δm̄ (measured at the softmax default, α' = 1: predictions up to 100× the spread
-#: over independent draws at draws with ρ ≥ 0.95); there the spread over repeats stands alone
+#: not linear in δm̄ (softmax default, α' = 1, 16 draws: without this cut the predictions
+#: reached 150× the per-draw sd of the overlap; with it they are 2–5× below it, the draws hopping
+#: between branches, §3.18); where no repeat has an answer the spread stands alone
 RHO_MAX = 0.9
 
 
