@@ -209,11 +209,14 @@ def _test_samples(S: _Setup, data: dict, q: float, m: float):
     return np.asarray(e), np.asarray(ec)
 
 
+def _mean_se(a) -> tuple[float, float]:
+    """Sample mean and its standard error."""
+    return float(a.mean()), float(a.std(ddof=1) / math.sqrt(a.size))
+
+
 def _mc_test(S: _Setup, data: dict, q: float, m: float):
-    e, ec = _test_samples(S, data, q, m)
-    n = e.size
-    return (float(e.mean()), float(ec.mean()), float(e.std(ddof=1) / math.sqrt(n)),
-            float(ec.std(ddof=1) / math.sqrt(n)))
+    (t, se), (tc, sec) = (_mean_se(a) for a in _test_samples(S, data, q, m))
+    return t, tc, se, sec
 
 
 def linear_test_error(cfg: Config, pre: PretrainState, c: float, q: float, m: float) -> float:
@@ -258,10 +261,8 @@ def _metrics_of(S, data, r):
         t, tc, _, _ = _test_errors(S, data, r["q"], r["m"])
         return dict(row, test_error=t, test_error_clean=tc)
     e, ec = _test_samples(S, data, r["q"], r["m"])
-    n = e.size
-    row.update(test_error=float(e.mean()), test_error_clean=float(ec.mean()),
-               _se=dict(test_error=float(e.std(ddof=1) / math.sqrt(n)),
-                        test_error_clean=float(ec.std(ddof=1) / math.sqrt(n))),
+    (t, se), (tc, sec) = _mean_se(e), _mean_se(ec)
+    row.update(test_error=t, test_error_clean=tc, _se=dict(test_error=se, test_error_clean=sec),
                _samples=dict(test_error=e, test_error_clean=ec))
     return row
 
