@@ -55,9 +55,9 @@ RHO_MAX = 0.9
 def sample_row(channel, branch, data) -> dict:
     """The channel's metric row of a solved branch (``channel.outputs``) with ``"_var"``: each
     metric's whole sampling variance on these draws by linear response
-    (:func:`sampling_variances`), when the channel supports it. A row's ``"_samples"`` (per-sample
-    values of a sampled metric, e.g. the T32 test error, in the draws' order) is the direct term
-    of that metric and is dropped from the row; a metric with only a within-draw ``"_se"`` gets
+    (:func:`sampling_variances`), when the channel supports it. A row's ``"_samples"`` (the values
+    of a sampled metric, e.g. the T32 test error, per unit of ``units``) is the direct term of
+    that metric and is dropped from the row; a metric with only a within-draw ``"_se"`` gets
     se² added (taken independent of the fixed point's fluctuation)."""
     row = dict(channel.outputs(branch, data))
     direct = row.pop("_samples", {})
@@ -77,8 +77,8 @@ def _metrics(row) -> dict:
 def sampling_variances(channel, branch, data, direct=None) -> dict | None:
     """{metric: Var} of one repeat's row (module docstring); None when the channel has no
     ``units`` hook, the branch no reported means, or the linearisation fails (I − J singular,
-    a non-finite difference). ``direct``: {metric: per-sample values} whose mean is the metric at
-    fixed x (added to that metric's influence, paired like the units)."""
+    a non-finite difference). ``direct``: {metric: values per unit} whose mean is the metric at
+    fixed x (added to that metric's influence)."""
     units = getattr(channel, "units", None)
     means = getattr(branch, "means", None)
     if units is None or means is None:
@@ -132,11 +132,9 @@ def sampling_variances(channel, branch, data, direct=None) -> dict | None:
         return None
     infl = (P - P.mean(0)) @ G.T                                    # (n units, metrics)
     for k, vals in (direct or {}).items():
-        if k in names:
-            v = np.asarray(vals, float)
-            v = 0.5 * (v[:n] + v[n:2 * n]) if v.size == 2 * n else v  # the units' pairing
-            if v.size == n:
-                infl[:, names.index(k)] += v - v.mean()
+        v = np.asarray(vals, float)
+        if k in names and v.size == n:
+            infl[:, names.index(k)] += v - v.mean()
     var = infl.var(0, ddof=1) / n
     if not np.all(np.isfinite(var)):
         return None

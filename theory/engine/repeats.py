@@ -37,9 +37,8 @@ def aggregate(rows, parts: dict | None = None) -> tuple[dict, dict]:
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     spread = {k: (float(np.std([r[k] for r in rows], ddof=1) / math.sqrt(R)) if R > 1 else None)
               for k in keys}
-    se2 = {k: [r.get("_se", {}).get(k, 0.0) ** 2 for r in rows] for k in keys}
     for k in rows[0].get("_se", {}):
-        within = math.sqrt(np.mean(se2[k]) / R)
+        within = math.sqrt(np.mean([r["_se"][k] ** 2 for r in rows]) / R)
         spread[k] = math.sqrt(spread[k] ** 2 + within ** 2) if spread[k] is not None else None
     # repeats without a first-order answer (a J with a slope ≥ RHO_MAX: a sample near a fold of
     # its prox in the finite differences, or a slow map) are left out of the mean variance

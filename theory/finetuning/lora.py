@@ -66,7 +66,8 @@ from ..config import Config
 from ..solver_constants import RS_DOUBT_MULTIMIN, STEIN_THRESHOLD
 from ..states import FinetuneState, PretrainState
 from . import noise
-from .lora_channel import UNIT_KEYS, _channel_fn, _draws, _Setup, _sigma, _test_fn  # noqa: F401
+from .lora_channel import (UNIT_KEYS, _channel_fn, _draws, _Setup, _sigma,  # noqa: F401
+                           _test_fn, antithetic_units)
 
 __all__ = ["solve", "solve_linear_reduced", "solve_curve", "test_error_mc", "linear_test_error",
            "LoraChannel", "RS_DOUBT_MULTIMIN", "STEIN_THRESHOLD"]
@@ -164,9 +165,7 @@ class LoraChannel(LoraBranches):
         units; None for QMC draws (not independent)."""
         if self.S.sampling != "mc" or "samples" not in means:
             return None
-        P = np.stack([np.asarray(means["samples"][k], float) for k in UNIT_KEYS], 1)
-        h = P.shape[0] // 2
-        return UNIT_KEYS, 0.5 * (P[:h] + P[h:2 * h])
+        return UNIT_KEYS, antithetic_units(np.stack([means["samples"][k] for k in UNIT_KEYS], 1))
 
     def record(self, x, hats, means, stein):
         """T31–T32 at a solved point: objective α'·train + λ'q (= φ at the saddle), φ_var, λ_AT
@@ -253,7 +252,7 @@ def _label(r: dict) -> str:
 
 def _metrics_of(S, data, r):
     """One repeat's metric row (T32); ``_se``: within-draw errors of the sampled test formula;
-    ``_samples``: its per-sample values (the direct term of the linear-response error,
+    ``_samples``: its values per antithetic pair (the direct term of the linear-response error,
     :mod:`theory.engine.linear_response`)."""
     row = dict(q=r["q"], m=r["m"], overlap=r["overlap"], train_error=r["train"],
                objective=r["objective"])
@@ -263,7 +262,8 @@ def _metrics_of(S, data, r):
     e, ec = _test_samples(S, data, r["q"], r["m"])
     (t, se), (tc, sec) = _mean_se(e), _mean_se(ec)
     row.update(test_error=t, test_error_clean=tc, _se=dict(test_error=se, test_error_clean=sec),
-               _samples=dict(test_error=e, test_error_clean=ec))
+               _samples=dict(test_error=antithetic_units(e),
+                             test_error_clean=antithetic_units(ec)))
     return row
 
 

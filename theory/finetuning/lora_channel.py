@@ -190,6 +190,14 @@ def _fresh_arrays(B, R, Xp, Q, c, a, sR, dp) -> dict:
 UNIT_KEYS = ("f2", "fxi", "feta", "divw", "divz", "dq", "train")
 
 
+def antithetic_units(a):
+    """Per-sample values (axis 0, the order of :func:`_unit_draws`) averaged over the antithetic
+    pairs (i, i + n/2): the independent units of the MC draws."""
+    a = np.asarray(a, float)
+    h = a.shape[0] // 2
+    return 0.5 * (a[:h] + a[h:2 * h])
+
+
 def start_target(kind: str, beta: float, zeta, Sst, Htea, q0):
     """Target A of the LoRA score zzᵀ − qI, minus qI, from which the prox multistart takes its
     spectral starts (T29): exact for linear σ (Htea − Sst + ζζᵀ − q0 I); for softmax the

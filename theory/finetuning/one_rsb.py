@@ -42,6 +42,8 @@ import math
 
 import numpy as np
 
+from .lora_channel import antithetic_units
+
 __all__ = ["Problem", "hats", "prior_term", "prior_update", "phi", "sanitize", "map_step",
            "solve_mu", "ground_state", "RECORD_KEYS"]
 
@@ -182,19 +184,19 @@ def solve_mu(prob, mu, means_fn, x0, test_error, *, rs=False, tol=1e-8, damping=
     ph, e = phi(x, mu, h, mn, prob)
     # MC errors of φ and of the train error from the outer samples (antithetic pairs averaged;
     # at a saddle the order parameters' own fluctuations move φ only at second order)
-    se = lambda y: float(np.std(_pairs(y), ddof=1) / math.sqrt(_pairs(y).size))
     q, q0, m, v = (float(t) for t in x)
     return dict(mu=mu, q=q, q0=q0, m=m, v=v, qhat=h[0], qhat0=h[1], vhat=h[2], mhat=h[3], phi=ph,
                 energy=e, sigma=mu * (e - ph), train=mn["train"], residual=res,
                 converged=res < res_tol, overlap=abs(m) / math.sqrt(q * prob.q0s),
                 overlap_inter=abs(m) / math.sqrt(q0 * prob.q0s),
-                test_error=float(test_error(q, m)), phi_se=prob.alpha * se(out["F"]),
-                train_se=se(out["train"]), nfev=nfev[0])
+                test_error=float(test_error(q, m)), phi_se=prob.alpha * _se(out["F"]),
+                train_se=_se(out["train"]), nfev=nfev[0])
 
 
-def _pairs(y):
-    y = np.asarray(y)
-    return 0.5 * (y[: y.size // 2] + y[y.size // 2:])
+def _se(y) -> float:
+    """Standard error of the mean of per-outer-sample values (antithetic pairs averaged)."""
+    u = antithetic_units(y)
+    return float(u.std(ddof=1) / math.sqrt(u.size))
 
 
 def ground_state(recs, keys=RECORD_KEYS):

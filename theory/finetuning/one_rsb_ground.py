@@ -160,8 +160,10 @@ def predict_one_rsb(cfg, pre, settings: Settings = Settings(), log=None) -> dict
     mus = tuple(settings.mus or DEFAULT_MUS[cfg.model.attention])
     # the RS engine's own fixed point first among the RS starts (a start on the branch the engine
     # selected; the fixed starts are not adapted to the point). At λ' = 0.5 with a pre-trained
-    # backbone (α' = 0.75) the RS on 600 draws still ends at q = 0.176, overlap 0.17, where the
-    # engine (3 × 4000) gives overlap 0.63: not resolved (scarce_data.md §3.17)
+    # backbone (α' = 0.75) the RS on 600 draws still ends at overlap 0.17, where the engine
+    # (3 × 4000) gives 0.63: the same map, too noisy at N = 600 there (per-draw sd of the overlap
+    # 0.028 at N = 4000; two fixed points on those 600 draws): such points need n_outer ≳ 4000
+    # (scarce_data.md §3.18)
     from ..predict import predict_finetuning
     fin = predict_finetuning(cfg, pre)
     rs_starts = ((fin.q, fin.q, fin.m, fin.v),) + RS_STARTS[cfg.model.attention]
